@@ -1,0 +1,1 @@
+"""Running one experiment: train/eval commands, MLflow tracking, pyfunc model, registry."""

@@ -1,0 +1,75 @@
+"""The batch every model and loss consumes: modalities packed, presence in a mask.
+
+A missing modality is a masked slot, never a zero tensor: `inputs[m]` holds rows only for the
+samples whose `mask[:, m.index]` is true, in ascending sample order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from reid_core.modality import ALL_MODALITIES, Modality
+
+
+@dataclass
+class ModalBatch:
+    """`inputs[m]`: images `[N_m, C, H, W]` (float) or text token ids `[N_m, L]` (long);
+    `mask`: `[B, len(Modality)]` bool, columns in `Modality` order; `pids`: original identity ids
+    `[B]`; `labels`: contiguous training labels `[B]` (-1 outside training)."""
+
+    inputs: dict[Modality, torch.Tensor]
+    mask: torch.Tensor
+    pids: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str] = field(default_factory=list)  # anchor path per sample, for logging
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != torch.bool or self.mask.dim() != 2:
+            raise ValueError(f"mask must be a [B, {len(ALL_MODALITIES)}] bool tensor")
+        for m, x in self.inputs.items():
+            n = int(self.mask[:, m.index].sum())
+            if x.shape[0] != n:
+                raise ValueError(f"inputs[{m.value}] has {x.shape[0]} rows, mask says {n}")
+        if not bool(self.mask.any(dim=1).all()):
+            raise ValueError("every sample needs at least one modality")
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.shape[0])
+
+    def present(self) -> list[Modality]:
+        return [m for m in ALL_MODALITIES if bool(self.mask[:, m.index].any())]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalBatch:
+        return ModalBatch(
+            inputs={m: x.to(device, non_blocking=non_blocking) for m, x in self.inputs.items()},
+            mask=self.mask.to(device, non_blocking=non_blocking),
+            pids=self.pids.to(device, non_blocking=non_blocking),
+            labels=self.labels.to(device, non_blocking=non_blocking),
+            paths=self.paths,
+        )
+
+    def select(self, modalities: tuple[Modality, ...] | list[Modality]) -> ModalBatch:
+        """The same samples restricted to `modalities`; samples left with none are dropped."""
+        keep_cols = torch.zeros(len(ALL_MODALITIES), dtype=torch.bool, device=self.mask.device)
+        for m in modalities:
+            keep_cols[m.index] = True
+        mask = self.mask & keep_cols
+        rows = mask.any(dim=1)
+        inputs = {}
+        for m in modalities:
+            if m not in self.inputs:
+                continue
+            present = self.mask[:, m.index]
+            kept = rows[present]
+            if bool(kept.any()):
+                inputs[m] = self.inputs[m][kept]
+        return ModalBatch(
+            inputs=inputs,
+            mask=mask[rows],
+            pids=self.pids[rows],
+            labels=self.labels[rows],
+            paths=[p for p, r in zip(self.paths, rows.tolist(), strict=False) if r],
+        )

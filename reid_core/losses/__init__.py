@@ -1,0 +1,1 @@
+"""reid_core.losses"""

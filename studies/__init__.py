@@ -1,0 +1,1 @@
+"""Optuna studies over the experiment layer, and the `reid` entry point."""
