@@ -1,10 +1,103 @@
-"""`reid train`, `reid eval` (and, with tracking, `models`, `search`, `ui`)."""
+"""`reid train` and `reid eval` (tracking, `models`, `search` and `ui` join with MLflow)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from reid_core.cli import config_options, load_from_options
+from reid_core.errors import ReidError
+
+_DATA = click.option(
+    "--data",
+    "data_root",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Dataset root in the ORBench layout (ROOT/{vis,nir,sk,cp}/<id>/...).",
+)
+
+
+@click.command("train")
+@config_options
+@_DATA
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+def train_cmd(
+    preset: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    data_root: Path,
+    out: Path,
+    resume: bool,
+) -> None:
+    """Train on ROOT: val every `train.eval_every` epochs, test once at the end.
+
+    Writes OUT/config.yaml, OUT/checkpoints/{last,best}.pt, OUT/history.jsonl and
+    OUT/metrics.json, and prints the test table.
+    """
+    from experiments.report import print_metrics
+    from experiments.run import train
+
+    given = preset or config_file or overrides
+    cfg = load_from_options(preset, config_file, overrides) if given or not resume else None
+    result = train(cfg, data_root, out, resume=resume)
+    print_metrics(result)
+    click.echo(f"wrote {out / 'metrics.json'}")
+
+
+@click.command("eval")
+@config_options
+@_DATA
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint to score; without it the untrained model is scored (the baseline).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["auto", "unordered15", "ordered32"]),
+    default=None,
+    help="Query protocol (default: eval.protocol; auto = the evaluation file's when present).",
+)
+@click.option("--split", type=click.Choice(["val", "test"]), default="test", show_default=True)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Write OUT/metrics.json."
+)
+def eval_cmd(
+    preset: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    data_root: Path,
+    checkpoint: Path | None,
+    protocol: str | None,
+    split: str,
+    out: Path | None,
+) -> None:
+    """Score a checkpoint, or the untrained model of --preset, on the val or test split."""
+    from experiments.report import print_metrics
+    from experiments.run import evaluate
+    from reid_core.config import validate_tree, with_overrides
+    from reid_core.training.checkpoint import load_checkpoint
+
+    if checkpoint is None and not (preset or config_file):
+        raise ReidError("give --checkpoint PATH, or --preset/--config to score an untrained model")
+    if checkpoint is not None:
+        cfg = validate_tree(load_checkpoint(checkpoint)["config"], f"{checkpoint} config")
+        if overrides:
+            from reid_core.config import parse_override
+
+            cfg = with_overrides(cfg, dict(parse_override(o) for o in overrides))
+    else:
+        cfg = load_from_options(preset, config_file, overrides)
+    if protocol is not None:
+        cfg = with_overrides(cfg, {"eval.protocol": protocol})
+    result = evaluate(cfg, data_root, checkpoint=checkpoint, split=split, out=out)
+    print_metrics(result)
 
 
 def register(root: click.Group) -> None:
     """Add this layer's commands to the `reid` entry point."""
-    del root  # train/eval land with the training engine
+    root.add_command(train_cmd)
+    root.add_command(eval_cmd)

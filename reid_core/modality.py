@@ -1,9 +1,9 @@
-"""The five modalities, their folders, channels and normalisation, routed by enum (never by string)."""
+"""The five modalities: folders, channels and normalisation, routed by enum (never by string)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
+from enum import StrEnum
 
 from reid_core.errors import ReidError
 
@@ -17,7 +17,7 @@ GREY_STD = (sum(CLIP_STD) / 3,)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     """A modality; the declaration order is the canonical order of mask columns and set names."""
 
     VIS = "vis"
@@ -25,9 +25,6 @@ class Modality(str, Enum):
     CP = "cp"
     SK = "sk"
     TEXT = "text"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_image(self) -> bool:

@@ -9,6 +9,7 @@ from reid_core.config.load import (
     schema_json,
     to_dict,
     to_yaml,
+    validate_tree,
     with_overrides,
 )
 from reid_core.config.schema import (
@@ -37,5 +38,6 @@ __all__ = [
     "schema_json",
     "to_dict",
     "to_yaml",
+    "validate_tree",
     "with_overrides",
 ]

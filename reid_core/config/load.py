@@ -37,7 +37,9 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: a config must be a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -157,7 +159,7 @@ def _format_error(exc: ValidationError, tree: Mapping[str, Any]) -> str:
     return "; ".join(lines)
 
 
-def validate(tree: Mapping[str, Any], source: str = "config") -> ReidConfig:
+def validate_tree(tree: Mapping[str, Any], source: str = "config") -> ReidConfig:
     """Validate a whole raw tree once; errors become one-line ConfigErrors."""
     try:
         return ReidConfig.model_validate(dict(tree))
@@ -180,7 +182,7 @@ def load_config(
     for key, value in items:
         _check_key(key)
         tree = set_dotted(tree, key, value)
-    return validate(tree, source)
+    return validate_tree(tree, source)
 
 
 def with_overrides(cfg: ReidConfig, overrides: Mapping[str, Any]) -> ReidConfig:
@@ -189,7 +191,7 @@ def with_overrides(cfg: ReidConfig, overrides: Mapping[str, Any]) -> ReidConfig:
     for key, value in overrides.items():
         _check_key(key)
         tree = set_dotted(tree, key, value)
-    return validate(tree)
+    return validate_tree(tree)
 
 
 def to_dict(cfg: ReidConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from reid_core.modality import Modality
 
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
@@ -132,7 +133,9 @@ class MerConfig(Section):
     alpha: float = Field(1.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     targets: tuple[MerTarget, ...] = ("q", "k", "v", "out", "c_fc", "c_proj")
-    blocks: tuple[int, ...] | None = Field(None, description="vision blocks with adapters (None: all)")
+    blocks: tuple[int, ...] | None = Field(
+        None, description="vision blocks with adapters (None: all)"
+    )
     mode: Literal["auto", "merged", "side"] = Field(
         "auto", description="apply adapters merged into the weight or on the side"
     )

@@ -1,0 +1,165 @@
+"""Challenge-aligned evaluation of a model on a protocol (DESIGN.md, "Evaluation").
+
+Each query item is encoded once per (item, modality) and fused per set; the gallery embeds its
+RGB images alone. Per set: mAP, mAP@k, mINP, R1/R5/R10; groups MM1..MM4 and `score`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from reid_core.config.schema import DataConfig, EvalConfig
+from reid_core.data.datasets import ImageListDataset
+from reid_core.data.protocol import Protocol, QuerySet
+from reid_core.evaluation.metrics import retrieval_metrics, summarize
+from reid_core.modality import ALL_MODALITIES, Modality
+from reid_core.progress import track
+
+
+def _mask(n: int, modalities: Sequence[Modality], device: torch.device) -> torch.Tensor:
+    mask = torch.zeros(n, len(ALL_MODALITIES), dtype=torch.bool, device=device)
+    mask[:, [m.index for m in modalities]] = True
+    return mask
+
+
+class ProtocolEncoder:
+    """Encodes a protocol's unique items once each; fuses per set. Counts encoder calls."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        root: Path,
+        data_cfg: DataConfig,
+        eval_cfg: EvalConfig,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.root = Path(root)
+        self.data_cfg = data_cfg
+        self.eval_cfg = eval_cfg
+        self.device = device
+        self.items_encoded: dict[Modality, int] = {}
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.no_grad()
+    def encode_items(self, modality: Modality, values: Sequence[str]) -> torch.Tensor:
+        """Per-modality features `[len(values), D]` (before fusion), in `values` order."""
+        self.items_encoded[modality] = self.items_encoded.get(modality, 0) + len(values)
+        bs = self.eval_cfg.batch_size
+        chunks: list[torch.Tensor] = []
+        if modality is Modality.TEXT:
+            batches: Any = (
+                self.model.tokenize(list(values[i : i + bs])) for i in range(0, len(values), bs)
+            )
+            total = (len(values) + bs - 1) // bs
+        else:
+            ds = ImageListDataset(self.root, list(values), modality, self.data_cfg)
+            batches = DataLoader(ds, batch_size=bs, num_workers=self.data_cfg.num_workers)
+            total = len(batches)
+        for x in track(batches, total=total, description=f"encode {modality.value}"):
+            with self._autocast():
+                feats = self.model.encode({modality: x.to(self.device)})[modality]
+            chunks.append(feats.float())
+        d = self.model.embed_dim
+        return torch.cat(chunks) if chunks else torch.empty(0, d, device=self.device)
+
+    @torch.no_grad()
+    def fuse(self, features: dict[Modality, torch.Tensor], modalities: Sequence[Modality]):
+        """L2-normalised retrieval vectors of samples holding every modality in `modalities`."""
+        n = next(iter(features.values())).shape[0]
+        out = []
+        for i in range(0, n, self.eval_cfg.batch_size):
+            part = {m: features[m][i : i + self.eval_cfg.batch_size] for m in modalities}
+            rows = next(iter(part.values())).shape[0]
+            with self._autocast():
+                fused = self.model.fuse(part, _mask(rows, modalities, self.device))
+                bn, _ = self.model.head(fused)
+            out.append(F.normalize(bn.float(), dim=1))
+        return torch.cat(out)
+
+    def gallery(self, protocol: Protocol) -> tuple[torch.Tensor, torch.Tensor]:
+        paths = [p for _, p in protocol.gallery]
+        gallery_modality = self.data_cfg.gallery_modality
+        feats = self.encode_items(gallery_modality, paths)
+        emb = self.fuse({gallery_modality: feats}, (gallery_modality,))
+        return emb, torch.tensor([pid for pid, _ in protocol.gallery])
+
+    def queries(self, protocol: Protocol) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per set, in protocol order: query embeddings and ids; each unique item encoded once."""
+        unique: dict[Modality, dict[str, int]] = {}
+        for qs in protocol.sets:
+            for q in qs.queries:
+                for item in q.items:
+                    unique.setdefault(item.modality, {}).setdefault(item.value, 0)
+        table: dict[Modality, torch.Tensor] = {}
+        for m in ALL_MODALITIES:
+            if m in unique:
+                values = list(unique[m])
+                unique[m] = {v: i for i, v in enumerate(values)}
+                table[m] = self.encode_items(m, values)
+        return [self._fuse_set(qs, table, unique) for qs in protocol.sets]
+
+    def _fuse_set(self, qs: QuerySet, table, rows_of) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.tensor([q.pid for q in qs.queries], dtype=torch.long)
+        if not qs.queries:
+            return torch.empty(0, self.model.embed_dim), ids
+        feats = {}
+        for pos, m in enumerate(qs.modalities):
+            rows = [rows_of[m][q.items[pos].value] for q in qs.queries]
+            feats[m] = table[m][torch.tensor(rows, device=table[m].device)]
+        return self.fuse(feats, qs.modalities), ids
+
+
+def evaluate_protocol(
+    model: torch.nn.Module,
+    root: Path,
+    protocol: Protocol,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    device: torch.device,
+    split: str,
+) -> dict[str, Any]:
+    """Score `model` on `protocol`; returns per-set metrics, groups, score and the protocol name."""
+    was_training = model.training
+    model.eval()
+    try:
+        enc = ProtocolEncoder(model, root, data_cfg, eval_cfg, device)
+        g_emb, g_ids = enc.gallery(protocol)
+        per_set: dict[str, dict[str, float]] = {}
+        for qs, (q_emb, q_ids) in zip(protocol.sets, enc.queries(protocol), strict=True):
+            sim = (q_emb @ g_emb.t()).cpu()
+            per_set[qs.key] = retrieval_metrics(sim, q_ids, g_ids, k=eval_cfg.topk)
+    finally:
+        model.train(was_training)
+    sizes = {qs.key: qs.size for qs in protocol.sets}
+    return {
+        "split": split,
+        "protocol": protocol.name,
+        "gallery_size": len(protocol.gallery),
+        "sets": per_set,
+        **summarize(per_set, sizes),
+    }
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """`{split}.{set}.{metric}`, `{split}.mm1.mAP100` ... `{split}.score` (DESIGN.md names)."""
+    split = result["split"]
+    out = {}
+    for key, metrics in result["sets"].items():
+        for name in ("mAP", "mAP100", "mINP", "R1", "R5", "R10"):
+            if name in metrics:
+                out[f"{split}.{key}.{name}"] = float(metrics[name])
+    for group, value in result.get("groups", {}).items():
+        out[f"{split}.{group}.mAP100"] = float(value)
+    out[f"{split}.score"] = float(result["score"])
+    return out

@@ -1,0 +1,127 @@
+"""The training objective: CE(ID) + lambda(epoch) * SDM alignment + feature-norm band penalty.
+
+Every part is returned separately; nothing is summed by matching key names.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from reid_core.config.schema import LossConfig
+from reid_core.data.batch import ModalBatch
+from reid_core.losses.sdm import sdm_loss
+from reid_core.modality import ALL_MODALITIES, Modality
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    ce: torch.Tensor
+    sdm: torch.Tensor
+    norm: torch.Tensor
+    feature_norm: torch.Tensor  # mean L2 norm of the fused (pre-BNNeck) features, detached
+    sdm_weight: float
+
+    def scalars(self) -> dict[str, torch.Tensor]:
+        """Detached parts for logging (still tensors: reading them is a device sync)."""
+        return {
+            "loss": self.total.detach(),
+            "ce": self.ce.detach(),
+            "sdm": self.sdm.detach(),
+            "norm_penalty": self.norm.detach(),
+            "feature_norm": self.feature_norm,
+        }
+
+
+def alignment_weight(epoch: int, weight: float, off_epochs: int, ramp_end_epoch: int) -> float:
+    """lambda(epoch), 0-based epochs: 0 before `off_epochs`, a linear ramp that reaches `weight`
+    at `ramp_end_epoch`, constant after."""
+    if epoch < off_epochs:
+        return 0.0
+    if epoch >= ramp_end_epoch:
+        return weight
+    return weight * (epoch - off_epochs + 1) / (ramp_end_epoch - off_epochs + 1)
+
+
+def norm_band_penalty(features: torch.Tensor, target: float, band: float) -> torch.Tensor:
+    """Mean squared distance of each feature norm to the band [target - band, target + band]."""
+    norms = features.float().norm(dim=1)
+    return F.relu((norms - target).abs() - band).pow(2).mean()
+
+
+def select_rows(
+    features: dict[Modality, torch.Tensor], mask: torch.Tensor, combo: tuple[Modality, ...]
+) -> tuple[dict[Modality, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Samples holding every modality of `combo`: their packed features, mask and row selector."""
+    cols = [m.index for m in combo]
+    rows = mask[:, cols].all(dim=1)
+    sub_mask = torch.zeros_like(mask)
+    sub_mask[:, cols] = mask[:, cols]
+    sub = {m: features[m][rows[mask[:, m.index]]] for m in combo}
+    return sub, sub_mask[rows], rows
+
+
+def query_combinations(present: list[Modality], gallery: Modality) -> list[tuple[Modality, ...]]:
+    """Every non-empty combination of the query-side modalities present, singles first."""
+    query = [m for m in ALL_MODALITIES if m in present and m is not gallery]
+    return [c for r in range(1, len(query) + 1) for c in itertools.combinations(query, r)]
+
+
+class ReidObjective:
+    """Callable `(model, batch, epoch) -> LossParts` for the engine."""
+
+    def __init__(self, cfg: LossConfig, gallery: Modality = Modality.VIS) -> None:
+        self.cfg = cfg
+        self.gallery = gallery
+
+    def __call__(self, model: torch.nn.Module, batch: ModalBatch, epoch: int) -> LossParts:
+        features = model.encode(batch.inputs)
+        # One fused embedding per (combination, sample): the gallery view {gallery} first, then
+        # every query combination present. Fusion is cheap next to the backbone passes above.
+        combos = [(self.gallery,), *query_combinations(batch.present(), self.gallery)]
+        fused, ids, owners = [], [], []
+        for i, combo in enumerate(combos):
+            sub, sub_mask, rows = select_rows(features, batch.mask, combo)
+            if not bool(rows.any()):
+                continue
+            fused.append(model.fuse(sub, sub_mask))
+            ids.append(batch.labels[rows])
+            owners.append(torch.full((int(rows.sum()),), i, device=rows.device))
+        all_fused = torch.cat(fused)
+        bn, logits = model.head(all_fused)  # one BNNeck pass: its statistics see every view
+        labels = torch.cat(ids)
+        owner = torch.cat(owners)
+        ce = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.id.label_smoothing)
+        sdm = self._alignment(bn, labels, owner, len(combos))
+        lam = alignment_weight(
+            epoch, self.cfg.sdm.weight, self.cfg.sdm.off_epochs, self.cfg.sdm.ramp_end_epoch
+        )
+        norm = norm_band_penalty(all_fused, self.cfg.norm.target, self.cfg.norm.band)
+        total = self.cfg.id.weight * ce + lam * sdm + self.cfg.norm.weight * norm
+        feature_norm = all_fused.detach().float().norm(dim=1).mean()
+        return LossParts(total, ce, sdm, norm, feature_norm, lam)
+
+    def _alignment(
+        self, bn: torch.Tensor, labels: torch.Tensor, owner: torch.Tensor, n_views: int
+    ) -> torch.Tensor:
+        """Mean SDM between the gallery view (owner 0) and each query view present."""
+        rgb, rgb_ids = bn[owner == 0], labels[owner == 0]
+        losses = []
+        for i in range(1, n_views):
+            sel = owner == i
+            if bool(sel.any()):
+                losses.append(
+                    sdm_loss(
+                        rgb,
+                        bn[sel],
+                        rgb_ids,
+                        labels[sel],
+                        self.cfg.sdm.temperature,
+                        self.cfg.sdm.margin,
+                    )
+                )
+        return torch.stack(losses).mean() if losses else bn.sum() * 0.0

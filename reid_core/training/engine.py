@@ -1,0 +1,244 @@
+"""The training loop: boilerplate that knows nothing of re-identification.
+
+It runs `objective(model, batch, epoch)`, steps the optimizer with AMP, adaptive clipping and the
+LR schedule, and calls the callbacks. Trackers and tuners come in only through callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from reid_core.errors import ReidError
+from reid_core.training.callbacks import Callback, CallbackList
+from reid_core.training.checkpoint import rng_state, set_rng_state
+from reid_core.training.clipping import AdaptiveClipper
+from reid_core.training.schedule import LrSchedule
+
+
+class NonFiniteLossError(ReidError):
+    """The loss became NaN or infinite; the run stops, the last good checkpoint is kept."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # next epoch to run (0-based)
+    step: int = 0  # optimizer steps taken
+    bad_images: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ReidError("train.device is 'cuda' but CUDA is not available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class Trainer:
+    """`fit()` runs from `state.epoch` to `epochs`; evaluation via `evaluate_fn(model, split)`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Callable[[torch.nn.Module, Any, int], Any],
+        optimizer: torch.optim.Optimizer,
+        schedule: LrSchedule,
+        clipper: AdaptiveClipper,
+        loader: Iterable[Any],
+        *,
+        epochs: int,
+        eval_every: int,
+        device: torch.device,
+        amp: bool = True,
+        cpu_bf16: bool = False,
+        max_steps_per_epoch: int | None = None,
+        evaluate_fn: Callable[[torch.nn.Module, str], dict[str, Any]] | None = None,
+        callbacks: Iterable[Callback] = (),
+        group_names: list[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.objective = objective
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.clipper = clipper
+        self.loader = loader
+        self.epochs = epochs
+        self.eval_every = eval_every
+        self.device = device
+        self.max_steps = max_steps_per_epoch
+        self.evaluate_fn = evaluate_fn
+        self.callbacks = CallbackList(list(callbacks))
+        self.group_names = group_names or [f"group{i}" for i in range(len(optimizer.param_groups))]
+        self.state = TrainState()
+        self.stop_reason: str | None = None
+        self.last_metrics: dict[str, dict[str, Any]] = {}
+        cuda = device.type == "cuda"
+        self.use_scaler = cuda and amp
+        self.autocast_dtype = (
+            torch.float16 if cuda and amp else torch.bfloat16 if cpu_bf16 and not cuda else None
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    # ------------------------------------------------------------------------------- control
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current step (pruning uses this)."""
+        self.stop_reason = reason
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.loader)  # type: ignore[arg-type]
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def lrs(self) -> dict[str, float]:
+        return {
+            n: g["lr"] for n, g in zip(self.group_names, self.optimizer.param_groups, strict=True)
+        }
+
+    # --------------------------------------------------------------------------------- loop
+    def fit(self) -> str:
+        """Train; returns the final status (`finished` or `stopped`)."""
+        self.callbacks.on_train_start(self)
+        status = "failed"
+        try:
+            for epoch in range(self.state.epoch, self.epochs):
+                logs = self._run_epoch(epoch)
+                self.state.epoch = epoch + 1
+                self.callbacks.on_epoch_end(self, epoch, logs)
+                if self.should_eval(epoch):
+                    self.evaluate("val", epoch)
+                if self.stop_reason:
+                    break
+            status = "stopped" if self.stop_reason else "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            self.callbacks.on_train_end(self, status)
+        return status
+
+    def should_eval(self, epoch: int) -> bool:
+        """Whether `epoch` ends with a val evaluation (every `eval_every` and the last)."""
+        if self.evaluate_fn is None:
+            return False
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+
+    def evaluate(self, split: str, epoch: int | None = None) -> dict[str, Any]:
+        assert self.evaluate_fn is not None
+        metrics = self.evaluate_fn(self.model, split)
+        self.last_metrics[split] = metrics
+        if split == "val" and "score" in metrics:
+            self.schedule.observe(float(metrics["score"]))
+        self.callbacks.on_evaluate(
+            self, self.state.epoch - 1 if epoch is None else epoch, split, metrics
+        )
+        return metrics
+
+    def _set_epoch(self, epoch: int) -> None:
+        for obj in (
+            getattr(self.loader, "batch_sampler", None),
+            getattr(self.loader, "dataset", None),
+        ):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    def _run_epoch(self, epoch: int) -> dict[str, float]:
+        self._set_epoch(epoch)
+        self.model.train()
+        self.callbacks.on_epoch_start(self, epoch)
+        sums: dict[str, float] = {}
+        n_steps = samples = 0
+        start = time.perf_counter()
+        for i, batch in enumerate(self.loader):
+            if self.max_steps and i >= self.max_steps:
+                break
+            logs = self._train_step(batch, epoch)
+            n_steps += 1
+            samples += int(logs["batch_size"])
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            logs["samples_per_s"] = samples / max(1e-9, time.perf_counter() - start)
+            self.callbacks.on_step_end(self, self.state.step, logs)
+            if self.stop_reason:
+                break
+        elapsed = time.perf_counter() - start
+        out = {k: v / max(1, n_steps) for k, v in sums.items() if k != "batch_size"}
+        out.update(
+            spikes=float(self.clipper.spikes),
+            samples_per_s=samples / max(1e-9, elapsed),
+            epoch_time_s=elapsed,
+            bad_images=float(self.state.bad_images),
+        )
+        out.update({f"lr.{k}": v for k, v in self.lrs().items()})
+        self.state.history.append({"epoch": epoch, **out})
+        return out
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _train_step(self, batch: Any, epoch: int) -> dict[str, float]:
+        self._count_bad(batch)
+        batch = batch.to(self.device, non_blocking=True)
+        self.schedule.step(self.state.step)
+        with self._autocast():
+            parts = self.objective(self.model, batch, epoch)
+        loss = parts.total
+        # A CPU-GPU sync point each step; it is what lets the run stop on the exact bad step.
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {self.state.step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = self.clipper(p for g in self.optimizer.param_groups for p in g["params"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.step += 1
+        logs = {k: float(v) for k, v in parts.scalars().items()}
+        logs.update(grad_norm=grad_norm, sdm_weight=parts.sdm_weight, batch_size=batch.size)
+        return logs
+
+    def _count_bad(self, batch: Any) -> None:
+        bad = getattr(batch, "bad", None) or []
+        for path in bad:
+            warnings.warn(f"skipped undecodable image {path}", stacklevel=2)
+        self.state.bad_images += len(bad)
+
+    # --------------------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "clipper": self.clipper.state_dict(),
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "bad_images": self.state.bad_images,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.clipper.load_state_dict(state["clipper"])
+        self.state.epoch = int(state["epoch"])
+        self.state.step = int(state["step"])
+        self.state.bad_images = int(state.get("bad_images", 0))
+        set_rng_state(state["rng"])

@@ -1,0 +1,129 @@
+"""From a validated config and a dataset root to a ready Trainer (fast-reid's `from_config` idea:
+one small function per section maps it to plain constructor arguments)."""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from reid_core.config.schema import OptimConfig, ReidConfig
+from reid_core.data.datasets import TrainDataset, collate
+from reid_core.data.index import DatasetIndex, build_index
+from reid_core.data.protocol import Protocol
+from reid_core.data.sampler import PKBatchSampler
+from reid_core.data.splits import Splits, make_splits, resolve_protocol
+from reid_core.evaluation.runner import evaluate_protocol
+from reid_core.losses import ReidObjective
+from reid_core.model import build_model
+from reid_core.training.callbacks import Callback
+from reid_core.training.clipping import AdaptiveClipper
+from reid_core.training.engine import Trainer, resolve_device
+from reid_core.training.schedule import LrSchedule
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_optimizer(
+    model: torch.nn.Module, cfg: OptimConfig
+) -> tuple[torch.optim.Optimizer, list[str]]:
+    """One parameter group per named model group, each at its own learning rate."""
+    groups, names = [], []
+    for name, params in model.param_groups().items():
+        if params:
+            groups.append({"params": params, "lr": getattr(cfg.lr, name)})
+            names.append(name)
+    kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return kind(groups, betas=cfg.betas, weight_decay=cfg.weight_decay), names
+
+
+@dataclass
+class DataBundle:
+    """The index, identity splits and protocols of one dataset under one config."""
+
+    index: DatasetIndex
+    splits: Splits
+    val: Protocol
+    test: Protocol
+
+    @classmethod
+    def load(cls, root: Path, cfg: ReidConfig) -> DataBundle:
+        index = build_index(root)
+        splits = make_splits(index, cfg.data)
+        seed = cfg.data.split_seed
+        val = resolve_protocol(index, "val", splits, cfg.eval, seed)
+        test = resolve_protocol(index, "test", splits, cfg.eval, seed)
+        return cls(index, splits, val, test)
+
+    def protocol(self, split: str) -> Protocol:
+        return {"val": self.val, "test": self.test}[split]
+
+
+def build_loader(data: DataBundle, cfg: ReidConfig, tokenize: Any) -> DataLoader:
+    dataset = TrainDataset(data.index, data.splits.train, cfg.data, seed=cfg.train.seed)
+    sampler = PKBatchSampler(dataset.anchor_pids, cfg.data.p, cfg.data.k, seed=cfg.train.seed)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=functools.partial(collate, tokenize=tokenize),
+        num_workers=cfg.data.num_workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def build_trainer(
+    cfg: ReidConfig,
+    data: DataBundle,
+    callbacks: list[Callback] = (),  # type: ignore[assignment]
+    *,
+    load_pretrained: bool = True,
+) -> Trainer:
+    """Seeded model, loader, optimizer, schedule and clipper for `cfg` on `data`."""
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    num_classes = len(data.splits.train)
+    model = build_model(cfg, num_classes, load_pretrained=load_pretrained).to(device)
+    loader = build_loader(data, cfg, model.tokenize)
+    if loader.dataset.num_classes != num_classes:  # type: ignore[attr-defined]
+        raise RuntimeError("training labels disagree with the train split's identities")
+    optimizer, names = build_optimizer(model, cfg.optim)
+    steps = len(loader)
+    if cfg.train.max_steps_per_epoch:
+        steps = min(steps, cfg.train.max_steps_per_epoch)
+    schedule = LrSchedule(optimizer, cfg.optim.scheduler, cfg.train.epochs, steps)
+    clip = cfg.optim.clip
+    clipper = AdaptiveClipper(clip.quantile, clip.window, clip.warmup_steps, clip.enabled)
+
+    def evaluate_fn(m: torch.nn.Module, split: str) -> dict[str, Any]:
+        return evaluate_protocol(
+            m, data.index.root, data.protocol(split), cfg.data, cfg.eval, device, split
+        )
+
+    return Trainer(
+        model,
+        ReidObjective(cfg.loss, cfg.data.gallery_modality),
+        optimizer,
+        schedule,
+        clipper,
+        loader,
+        epochs=cfg.train.epochs,
+        eval_every=cfg.train.eval_every,
+        device=device,
+        amp=cfg.train.amp,
+        cpu_bf16=cfg.train.cpu_bf16,
+        max_steps_per_epoch=cfg.train.max_steps_per_epoch,
+        evaluate_fn=evaluate_fn,
+        callbacks=callbacks,
+        group_names=names,
+    )

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from reid_core.config import (
+    ReidConfig,
+    config_hash,
+    flatten,
+    list_presets,
+    load_config,
+    schema_json,
+    with_overrides,
+)
+from reid_core.errors import ConfigError
+from reid_core.modality import Modality
+
+
+def test_presets_ship_and_validate():
+    assert set(list_presets()) >= {"micro", "cpu-tiny", "vit-b16", "orbench"}
+    for name in list_presets():
+        cfg = load_config(preset=name)
+        assert cfg.data.batch_size == cfg.data.p * cfg.data.k
+    assert load_config(preset="orbench").data.height == 384
+    assert load_config(preset="vit-b16").model.clip.name == "ViT-B-16"
+
+
+def test_overrides_are_typed_by_schema():
+    cfg = load_config(
+        preset="micro",
+        overrides=["model.mer.rank=8", "optim.lr.lora=1e-4", "data.modalities=[vis, nir]"],
+    )
+    assert cfg.model.mer.rank == 8
+    assert cfg.optim.lr.lora == pytest.approx(1e-4)
+    assert cfg.data.modalities == (Modality.VIS, Modality.NIR)
+
+
+def test_config_is_frozen():
+    cfg = load_config(preset="micro")
+    with pytest.raises(ValidationError):
+        cfg.model.mer.rank = 3  # type: ignore[misc]
+
+
+def test_file_merges_on_top_of_preset(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  mer:\n    rank: 2\n")
+    cfg = load_config(preset="micro", config_file=f, overrides=["model.mer.alpha=2"])
+    assert cfg.model.mer.rank == 2 and cfg.model.mer.alpha == 2.0
+    assert cfg.data.height == 32  # the preset underneath is kept
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.mer.rnak=3", "model.mer.rnak"),
+        ("model.mer.rank=abc", "model.mer.rank"),
+        ("model.mer.rank=0", "model.mer.rank"),
+        ("data.p=3", "batch_size"),
+        ("data.k=1", "data.k"),
+        ("data.modalities=[nir, sk]", "gallery_modality"),
+        ("data.modalities=[vis, smell]", "data.modalities"),
+        ("data.on_bad_image=ignore", "data.on_bad_image"),
+        ("nonsense", "dotted.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(preset="micro", overrides=[override])
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_unknown_key_in_file_and_yaml_syntax(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  mer:\n    ranks: 2\n")
+    with pytest.raises(ConfigError, match=r"model\.mer\.ranks"):
+        load_config(config_file=bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="YAML syntax error") as err:
+        load_config(config_file=broken)
+    assert "broken.yaml" in str(err.value) and "line" in str(err.value)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(config_file=tmp_path / "missing.yaml")
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(ConfigError, match="cpu-tiny"):
+        load_config(preset="nope")
+
+
+def test_flatten_hash_and_with_overrides():
+    cfg = load_config(preset="micro")
+    flat = flatten(cfg)
+    assert flat["model.mer.rank"] == 4 and flat["data.modalities"] == [
+        "vis",
+        "nir",
+        "cp",
+        "sk",
+        "text",
+    ]
+    assert len(flat) >= 40
+    other = with_overrides(cfg, {"model.mer.rank": 2})
+    assert other.model.mer.rank == 2 and config_hash(other) != config_hash(cfg)
+    assert config_hash(load_config(preset="micro")) == config_hash(cfg)
+    with pytest.raises(ConfigError):
+        with_overrides(cfg, {"data.batch_size": 7})
+
+
+def test_schema_is_json():
+    schema = json.loads(schema_json())
+    assert "properties" in schema and "data" in schema["properties"]
+    assert ReidConfig.model_config["extra"] == "forbid"
+
+
+def test_custom_patch_must_divide_input():
+    with pytest.raises(ConfigError, match="patch_size"):
+        load_config(preset="micro", overrides=["data.height=36"])

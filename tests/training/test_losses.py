@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reid_core.losses import alignment_weight, norm_band_penalty, query_combinations, sdm_loss
+from reid_core.modality import Modality
+
+
+def _reference_sdm(r, x, rid, xid, t, m):
+    """Per-row loops, straight from the definition (KL(p||q), eps 1e-8, both directions)."""
+    r = torch.nn.functional.normalize(r, dim=1)
+    x = torch.nn.functional.normalize(x, dim=1)
+    total = 0.0
+    for a, b, aid, bid in ((r, x, rid, xid), (x, r, xid, rid)):
+        rows = []
+        for i in range(a.shape[0]):
+            pos = [float(aid[i] == bid[j]) for j in range(b.shape[0])]
+            if sum(pos) == 0:
+                continue
+            cos = [float(a[i] @ b[j]) - m * pos[j] for j in range(b.shape[0])]
+            z = [c / t for c in cos]
+            mx = max(z)
+            lse = mx + math.log(sum(math.exp(v - mx) for v in z))
+            q = [p / sum(pos) for p in pos]
+            rows.append(
+                sum(
+                    math.exp(v - lse) * ((v - lse) - math.log(qq + 1e-8))
+                    for v, qq in zip(z, q, strict=True)
+                )
+            )
+        total += sum(rows) / len(rows)
+    return total
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.2])
+def test_sdm_matches_definition(margin):
+    g = torch.Generator().manual_seed(0)
+    r, x = torch.randn(6, 5, generator=g), torch.randn(4, 5, generator=g)
+    rid, xid = torch.tensor([0, 0, 1, 1, 2, 3]), torch.tensor([0, 1, 1, 2])
+    got = sdm_loss(r, x, rid, xid, temperature=0.1, margin=margin)
+    assert got.item() == pytest.approx(_reference_sdm(r, x, rid, xid, 0.1, margin), rel=1e-4)
+
+
+def test_sdm_is_low_for_aligned_features_and_has_gradient():
+    ids = torch.arange(4).repeat_interleave(2)
+    base = torch.nn.functional.one_hot(ids, 8).float()
+    aligned = sdm_loss(base, base.clone(), ids, ids, temperature=0.05)
+    shuffled = sdm_loss(
+        base, base[torch.randperm(8, generator=torch.Generator().manual_seed(1))], ids, ids, 0.05
+    )
+    assert aligned < shuffled
+    x = torch.randn(8, 8, requires_grad=True)
+    sdm_loss(base, x, ids, ids, 0.05).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_sdm_without_positives_is_zero_not_nan():
+    loss = sdm_loss(
+        torch.randn(3, 4), torch.randn(2, 4), torch.tensor([0, 1, 2]), torch.tensor([5, 6]), 0.1
+    )
+    assert loss.item() == 0.0
+
+
+def test_alignment_weight_schedule():
+    w = [alignment_weight(e, 2.0, off_epochs=2, ramp_end_epoch=5) for e in range(8)]
+    assert w[:2] == [0.0, 0.0]
+    assert w[2] < w[3] < w[4] < w[5] == 2.0 == w[7]
+    assert alignment_weight(0, 1.0, 0, 0) == 1.0
+
+
+def test_norm_band_penalty_zero_inside_band():
+    f = torch.nn.functional.normalize(torch.randn(5, 8), dim=1) * 10
+    assert norm_band_penalty(f, target=10, band=1).item() == pytest.approx(0.0, abs=1e-6)
+    assert norm_band_penalty(f * 2, target=10, band=1).item() == pytest.approx(81.0, rel=1e-4)
+
+
+def test_query_combinations_cover_all_present():
+    combos = query_combinations(
+        [Modality.VIS, Modality.NIR, Modality.SK, Modality.TEXT], Modality.VIS
+    )
+    assert len(combos) == 7 and combos[0] == (Modality.NIR,)
+    assert (Modality.NIR, Modality.SK, Modality.TEXT) in combos
+    assert all(Modality.VIS not in c for c in combos)
