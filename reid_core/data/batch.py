@@ -24,6 +24,7 @@ class ModalBatch:
     pids: torch.Tensor
     labels: torch.Tensor
     paths: list[str] = field(default_factory=list)  # anchor path per sample, for logging
+    bad: list[str] = field(default_factory=list)  # undecodable paths skipped in this batch
 
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool or self.mask.dim() != 2:

@@ -1,0 +1,183 @@
+"""Training samples (an RGB anchor plus one seeded draw per other modality), their collation into
+a `ModalBatch`, and the eval-time image list dataset.
+
+A training sample is a plain dict (picklable, so DataLoader workers can return it):
+
+    {"index": int,             # position in the dataset
+     "pid": int,               # original identity id
+     "label": int,             # contiguous training label
+     "path": str,              # anchor path relative to ROOT
+     "inputs": {Modality: tensor [C, H, W] | caption str},  # present modalities only
+     "sources": {Modality: str},  # path of each image in "inputs", relative to ROOT
+     "bad": list[str]}         # undecodable paths met (on_bad_image="skip")
+
+A modality absent from `inputs` is masked; `inputs` is empty when the anchor itself was
+undecodable and skipped, and `collate` drops such samples (keeping their bad paths).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from reid_core.config.schema import DataConfig
+from reid_core.data.batch import ModalBatch
+from reid_core.data.dropout import modality_dropout, seeded_rng
+from reid_core.data.index import DatasetIndex
+from reid_core.data.transforms import build_transform, load_image
+from reid_core.errors import DataError
+from reid_core.modality import ALL_MODALITIES, Modality, canonical
+
+Sample = dict[str, Any]
+Tokenize = Callable[[list[str]], torch.Tensor]
+
+# Random stream of the dropout draw; image draws use the modality's index (0..4) as stream.
+_DROPOUT_STREAM = len(ALL_MODALITIES)
+
+
+class TrainDataset(Dataset):
+    """One sample per gallery-modality (RGB) anchor image of `pids`.
+
+    Draws of the other image modalities and the modality dropout depend only on
+    `(seed, epoch, sample index, stream)`, so they are identical in any worker process and
+    re-drawn each epoch. `set_epoch` must be called before the DataLoader is iterated; with
+    `persistent_workers=True` the workers would keep a stale epoch, so do not use it.
+    """
+
+    def __init__(
+        self, index: DatasetIndex, pids: Sequence[int], data_cfg: DataConfig, seed: int
+    ) -> None:
+        self.index, self.cfg, self.seed, self.epoch = index, data_cfg, seed, 0
+        self.gallery = data_cfg.gallery_modality
+        self.others = [
+            m for m in canonical(data_cfg.modalities) if m.is_image and m is not self.gallery
+        ]
+        self.use_text = Modality.TEXT in data_cfg.modalities
+        sorted_pids = sorted(set(int(pid) for pid in pids))
+        if not sorted_pids:
+            raise DataError("no training identities")
+        lacking = [pid for pid in sorted_pids if not index.paths(self.gallery, pid)]
+        if lacking:
+            raise DataError(
+                f"{len(lacking)} training identities have no {self.gallery.value} image "
+                f"(first: {lacking[:5]}); every training identity needs an anchor"
+            )
+        self.label_of: dict[int, int] = {pid: label for label, pid in enumerate(sorted_pids)}
+        self._anchors = [(pid, p) for pid in sorted_pids for p in index.paths(self.gallery, pid)]
+        self.anchor_pids: list[int] = [pid for pid, _ in self._anchors]
+        self._transforms = {
+            m: build_transform(m, data_cfg, train=True) for m in (self.gallery, *self.others)
+        }
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_of)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._anchors)
+
+    def _draw(self, pid: int, i: int) -> dict[Modality, str]:
+        """One path per other image modality the identity has, seeded per (epoch, sample)."""
+        drawn = {}
+        for m in self.others:
+            paths = self.index.paths(m, pid)
+            if paths:
+                rng = seeded_rng(self.seed, self.epoch, i, m.index)
+                drawn[m] = paths[int(rng.integers(len(paths)))]
+        return drawn
+
+    def _load(self, modality: Modality, rel: str, bad: list[str]) -> torch.Tensor | None:
+        """The transformed image, or None (path recorded in `bad`) when skipping bad images."""
+        try:
+            img = load_image(self.index.root / rel)
+        except DataError:
+            if self.cfg.on_bad_image == "fail":
+                raise
+            bad.append(rel)
+            return None
+        return self._transforms[modality](img)
+
+    def _kept(self, i: int, paths: dict[Modality, str], caption: str | None) -> list[Modality]:
+        """Modalities of sample `i` left after modality dropout."""
+        present = canonical([*paths, *([Modality.TEXT] if caption is not None else [])])
+        drop = self.cfg.modality_dropout
+        rng = seeded_rng(self.seed, self.epoch, i, _DROPOUT_STREAM)
+        return modality_dropout(present, drop.p, drop.min_modalities, rng, self.gallery)
+
+    def __getitem__(self, i: int) -> Sample:
+        pid, anchor = self._anchors[i]
+        sample: Sample = {
+            "index": i, "pid": pid, "label": self.label_of[pid], "path": anchor,
+            "inputs": {}, "sources": {}, "bad": [],
+        }  # fmt: skip
+        paths = {self.gallery: anchor, **self._draw(pid, i)}
+        caption = self.index.captions.get(anchor) if self.use_text else None
+        # Dropout runs before decoding so dropped images cost nothing; a bad image skipped after
+        # it can leave fewer than min_modalities, which only happens on broken data.
+        kept = self._kept(i, paths, caption)
+        anchor_img = self._load(self.gallery, anchor, sample["bad"])
+        if anchor_img is None:
+            return sample
+        inputs, sources = sample["inputs"], sample["sources"]
+        inputs[self.gallery], sources[self.gallery] = anchor_img, anchor
+        for m in kept:
+            if m is Modality.TEXT:
+                inputs[m] = caption
+            elif m is not self.gallery:
+                img = self._load(m, paths[m], sample["bad"])
+                if img is not None:
+                    inputs[m], sources[m] = img, paths[m]
+        return sample
+
+
+def collate(samples: Sequence[Sample | None], tokenize: Tokenize) -> ModalBatch:
+    """Pack training samples into a `ModalBatch`; bind `tokenize` with `functools.partial`.
+
+    Samples that are None or have no inputs (skipped bad anchors) are dropped; every bad path
+    goes to `ModalBatch.bad`. A batch whose samples were all dropped has size 0.
+    """
+    real = [s for s in samples if s is not None]
+    kept = [s for s in real if s["inputs"]]
+    mask = torch.zeros(len(kept), len(ALL_MODALITIES), dtype=torch.bool)
+    inputs: dict[Modality, torch.Tensor] = {}
+    for m in ALL_MODALITIES:
+        rows = [j for j, s in enumerate(kept) if m in s["inputs"]]
+        if not rows:
+            continue
+        mask[rows, m.index] = True
+        values = [kept[j]["inputs"][m] for j in rows]
+        inputs[m] = tokenize(values) if m is Modality.TEXT else torch.stack(values)
+    return ModalBatch(
+        inputs=inputs,
+        mask=mask,
+        pids=torch.tensor([s["pid"] for s in kept], dtype=torch.long),
+        labels=torch.tensor([s["label"] for s in kept], dtype=torch.long),
+        paths=[s["path"] for s in kept],
+        bad=[p for s in real for p in s["bad"]],
+    )
+
+
+class ImageListDataset(Dataset):
+    """Eval-transformed images of one modality, one per path (relative to `root`); a bad image
+    always raises `DataError` naming it, since evaluation must not silently shrink."""
+
+    def __init__(
+        self, root: Path, paths: Sequence[str], modality: Modality, data_cfg: DataConfig
+    ) -> None:
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.modality = modality
+        self._transform = build_transform(modality, data_cfg, train=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self._transform(load_image(self.root / self.paths[i]))

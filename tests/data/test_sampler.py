@@ -1,0 +1,101 @@
+"""P x K identity-balanced batch sampling."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import pytest
+from torch.utils.data import DataLoader
+
+from reid_core.data.sampler import PKBatchSampler, first_batches_composition
+from reid_core.errors import DataError
+
+# 12 identities with 4..9 anchors each (pid 100 + j has 4 + j % 6 anchors), interleaved.
+ANCHOR_PIDS = [100 + j for j in range(12) for _ in range(4 + j % 6)]
+
+
+def _quiet(*args, **kwargs) -> PKBatchSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return PKBatchSampler(*args, **kwargs)
+
+
+def _epoch(sampler: PKBatchSampler, epoch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_every_batch_of_an_epoch_is_p_distinct_ids_times_k_anchors():
+    p, k = 3, 4
+    sampler = PKBatchSampler(ANCHOR_PIDS, p=p, k=k, seed=0)
+    batches = _epoch(sampler, 0)
+    assert len(batches) == len(sampler) == len(ANCHOR_PIDS) // (p * k)
+    for batch in batches:
+        counts = Counter(ANCHOR_PIDS[i] for i in batch)
+        assert len(counts) == p and set(counts.values()) == {k}
+        assert len(set(batch)) == p * k  # every identity has >= K anchors: no repeats
+    visited = {i for b in batches for i in b}
+    assert len(visited) >= 0.75 * len(ANCHOR_PIDS)  # one pass over the anchors
+    assert sampler.replacement_pids == () and sampler.replacement_draws == 0
+
+
+def test_batches_depend_only_on_seed_and_epoch():
+    a = _epoch(PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=7), 2)
+    b = _epoch(PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=7), 2)
+    assert a == b
+    assert a != _epoch(PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=8), 2)
+    assert a != _epoch(PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=7), 3)
+
+
+def test_drop_last_rounds_the_epoch_length():
+    n = len(ANCHOR_PIDS)
+    assert len(PKBatchSampler(ANCHOR_PIDS, p=5, k=4, seed=0)) == n // 20
+    assert len(PKBatchSampler(ANCHOR_PIDS, p=5, k=4, seed=0, drop_last=False)) == -(-n // 20)
+
+
+def test_identities_with_fewer_than_k_anchors_are_drawn_with_replacement_and_warned():
+    pids = [1] * 6 + [2] * 5 + [3] * 1 + [4] * 2 + [5] * 7
+    with pytest.warns(UserWarning, match="2 of 5 identities have fewer than K = 4"):
+        sampler = PKBatchSampler(pids, p=2, k=4, seed=0)
+    assert sampler.replacement_pids == (3, 4)
+    seen_short = False
+    for epoch in range(3):
+        for batch in _epoch(sampler, epoch):
+            counts = Counter(pids[i] for i in batch)
+            assert len(counts) == 2 and set(counts.values()) == {4}
+            seen_short |= bool({3, 4} & set(counts))
+    assert seen_short
+    assert sampler.replacement_draws >= 2  # each short identity's pass is one replaced chunk
+
+
+def test_small_k_warns():
+    with pytest.warns(UserWarning, match="K = 2"):
+        PKBatchSampler(ANCHOR_PIDS, p=3, k=2, seed=0)
+
+
+def test_no_warning_for_balanced_data_and_k_4():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=0)
+
+
+def test_fewer_identities_than_p_names_both_numbers():
+    with pytest.raises(DataError, match=r"12 training identities.*P = 13"):
+        _quiet(ANCHOR_PIDS, p=13, k=4, seed=0)
+
+
+def test_first_batches_composition_lists_ids_and_their_k():
+    sampler = PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=1)
+    comp = first_batches_composition(sampler, n=2)
+    assert len(comp) == 2
+    assert all(len(c) == 3 and set(c.values()) == {4} for c in comp)
+    first = _epoch(sampler, 0)[:2]
+    assert comp == [dict(Counter(ANCHOR_PIDS[i] for i in b)) for b in first]
+
+
+def test_works_as_a_dataloader_batch_sampler():
+    sampler = PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=0)
+    loader = DataLoader(list(range(len(ANCHOR_PIDS))), batch_sampler=sampler)
+    batches = [b.tolist() for b in loader]
+    assert batches == _epoch(sampler, 0)
