@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from experiments.commands import tracking_options
 from reid_core.cli import config_options, load_from_options
 from reid_core.errors import ReidError
 
@@ -23,6 +24,7 @@ _DATA = click.option(
 @_DATA
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+@tracking_options
 def train_cmd(
     preset: str | None,
     config_file: Path | None,
@@ -30,19 +32,31 @@ def train_cmd(
     data_root: Path,
     out: Path,
     resume: bool,
+    no_track: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    model_name: str,
 ) -> None:
     """Train on ROOT: val every `train.eval_every` epochs, test once at the end.
 
     Writes OUT/config.yaml, OUT/checkpoints/{last,best}.pt, OUT/history.jsonl and
     OUT/metrics.json, and prints the test table.
     """
-    from experiments.report import print_metrics
     from experiments.run import train
 
     given = preset or config_file or overrides
     cfg = load_from_options(preset, config_file, overrides) if given or not resume else None
-    result = train(cfg, data_root, out, resume=resume)
-    print_metrics(result)
+    if no_track:
+        train(cfg, data_root, out, resume=resume)
+    else:
+        from experiments.tracking import MlflowTracker, sigterm_as_interrupt
+
+        tracker = MlflowTracker(
+            cfg, data_root, out, uri=tracking_uri, experiment=experiment, model_name=model_name
+        )
+        with sigterm_as_interrupt(), tracker:
+            train(cfg, data_root, out, resume=resume, callbacks=[tracker])
+        click.echo(tracker.summary())
     click.echo(f"wrote {out / 'metrics.json'}")
 
 
@@ -65,6 +79,7 @@ def train_cmd(
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write OUT/metrics.json."
 )
+@tracking_options
 def eval_cmd(
     preset: str | None,
     config_file: Path | None,
@@ -74,6 +89,10 @@ def eval_cmd(
     protocol: str | None,
     split: str,
     out: Path | None,
+    no_track: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    model_name: str,
 ) -> None:
     """Score a checkpoint, or the untrained model of --preset, on the val or test split."""
     from experiments.report import print_metrics
@@ -93,11 +112,24 @@ def eval_cmd(
         cfg = load_from_options(preset, config_file, overrides)
     if protocol is not None:
         cfg = with_overrides(cfg, {"eval.protocol": protocol})
+    store = None
+    if not no_track:
+        from experiments.tracking import open_store
+
+        store = open_store(tracking_uri, experiment)  # fail fast, before the evaluation
     result = evaluate(cfg, data_root, checkpoint=checkpoint, split=split, out=out)
     print_metrics(result)
+    if store is not None:
+        from experiments.tracking import log_evaluation
+
+        run_id = log_evaluation(store, cfg, data_root, result, checkpoint)
+        click.echo(f"mlflow run {run_id} in {store.uri}")
 
 
 def register(root: click.Group) -> None:
     """Add this layer's commands to the `reid` entry point."""
+    from experiments.commands import register_commands
+
     root.add_command(train_cmd)
     root.add_command(eval_cmd)
+    register_commands(root)

@@ -20,8 +20,9 @@ def metrics_table(result: dict[str, Any], title: str = "") -> Any:
         table.add_row(
             key, str(m.get("num_queries", "")), *(f"{100 * m[name]:.2f}" for name in METRICS)
         )
-    for group, value in result.get("groups", {}).items():
-        table.add_row(group.upper(), "", "", f"{100 * value:.2f}", "", "", "", "")
+    for name, value in result["summary"].items():
+        if name != "score":
+            table.add_row(name.split(".")[0].upper(), "", "", f"{100 * value:.2f}", "", "", "", "")
     table.add_row("score", "", "", f"{100 * result['score']:.2f}", "", "", "", "", style="bold")
     return table
 

@@ -277,7 +277,9 @@ class EvalConfig(Section):
     queries_per_identity: int = Field(
         2, ge=1, description="queries per identity and set in generated protocols"
     )
-    gallery_chunk: int = Field(8192, ge=1, description="gallery items scored at once")
+    query_chunk: int = Field(
+        1024, ge=1, description="queries scored at once (memory: chunk x gallery similarities)"
+    )
 
 
 class ReidConfig(Section):

@@ -17,7 +17,11 @@ from torch.utils.data import DataLoader
 from reid_core.config.schema import DataConfig, EvalConfig
 from reid_core.data.datasets import ImageListDataset
 from reid_core.data.protocol import Protocol, QuerySet
-from reid_core.evaluation.metrics import retrieval_metrics, summarize
+from reid_core.evaluation.metrics import (
+    metric_names,
+    retrieval_metrics_from_features,
+    summarize,
+)
 from reid_core.modality import ALL_MODALITIES, Modality
 from reid_core.progress import track
 
@@ -136,30 +140,29 @@ def evaluate_protocol(
         enc = ProtocolEncoder(model, root, data_cfg, eval_cfg, device)
         g_emb, g_ids = enc.gallery(protocol)
         per_set: dict[str, dict[str, float]] = {}
+        empty = []
         for qs, (q_emb, q_ids) in zip(protocol.sets, enc.queries(protocol), strict=True):
-            sim = (q_emb @ g_emb.t()).cpu()
-            per_set[qs.key] = retrieval_metrics(sim, q_ids, g_ids, k=eval_cfg.topk)
+            if not bool(torch.isin(q_ids, g_ids).any()):
+                empty.append(qs.key)  # no query of this set has a positive: nothing to rank
+                continue
+            per_set[qs.key] = retrieval_metrics_from_features(
+                q_emb.cpu(), g_emb.cpu(), q_ids, g_ids, k=eval_cfg.topk,
+                chunk_size=eval_cfg.query_chunk,
+            )
     finally:
         model.train(was_training)
-    sizes = {qs.key: qs.size for qs in protocol.sets}
+    summary = summarize(per_set, {qs.key: qs.size for qs in protocol.sets})
     return {
         "split": split,
         "protocol": protocol.name,
         "gallery_size": len(protocol.gallery),
         "sets": per_set,
-        **summarize(per_set, sizes),
+        "sets_without_queries": empty,
+        "summary": summary,
+        "score": summary["score"],
     }
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """`{split}.{set}.{metric}`, `{split}.mm1.mAP100` ... `{split}.score` (DESIGN.md names)."""
-    split = result["split"]
-    out = {}
-    for key, metrics in result["sets"].items():
-        for name in ("mAP", "mAP100", "mINP", "R1", "R5", "R10"):
-            if name in metrics:
-                out[f"{split}.{key}.{name}"] = float(metrics[name])
-    for group, value in result.get("groups", {}).items():
-        out[f"{split}.{group}.mAP100"] = float(value)
-    out[f"{split}.score"] = float(result["score"])
-    return out
+    return metric_names(result["split"], result["sets"], result["summary"])

@@ -164,6 +164,9 @@ class Trainer:
         for i, batch in enumerate(self.loader):
             if self.max_steps and i >= self.max_steps:
                 break
+            if batch.size == 0:  # every sample's anchor was undecodable (on_bad_image: skip)
+                self._count_bad(batch)
+                continue
             logs = self._train_step(batch, epoch)
             n_steps += 1
             samples += int(logs["batch_size"])

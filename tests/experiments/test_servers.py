@@ -1,0 +1,183 @@
+"""Servers on loopback: `mlflow models serve` answers /invocations; `reid ui` in a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.pyfunc import image_b64
+from experiments.ui import stop_process_group
+from tests.experiments.conftest import free_port
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def _env(uri: str) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)  # uvicorn and mlflow live next to python
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+@pytest.mark.slow
+def test_models_serve_answers_invocations_with_base64_images(champion, tmp_path):
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/omnireid@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=champion.home,
+        env=_env(champion.uri),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait(f"http://127.0.0.1:{port}/ping", proc)
+        nir = sorted((champion.root / "nir").rglob("*.jpg"))[0]
+        vis = sorted((champion.root / "vis").rglob("*.jpg"))[0]
+        records = [
+            {"query_id": "q", "modality": "nir", "image_b64": image_b64(nir)},
+            {"query_id": "q", "modality": "text", "text": "a person in a dark jacket"},
+            {"query_id": "g", "modality": "vis", "image_b64": image_b64(vis)},
+        ]
+        body = json.dumps({"dataframe_records": records}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            preds = json.loads(resp.read())["predictions"]
+    finally:
+        stop_process_group(proc)
+        log.close()
+    assert [p["query_id"] for p in preds] == ["q", "g"]
+    for p in preds:
+        assert np.linalg.norm(p["bn_features"]) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="chromium and chromedriver are not installed (apt-get install chromium "
+    "chromium-driver; .ci/run does it)",
+)
+def test_ui_shows_the_run_and_its_test_score(tracked, tmp_path):
+    pytest.importorskip("selenium", reason="selenium (a dev dependency) is not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "studies.cli",
+        "ui",
+        "--tracking-uri",
+        tracked.uri,
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tracked.home,
+        env=_env(tracked.uri),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1600,1000",
+    ):
+        opts.add_argument(arg)
+    driver = None
+    try:
+        assert f"http://127.0.0.1:{port}" in proc.stdout.readline()  # the address, printed
+        base = f"http://127.0.0.1:{port}"
+        _wait(f"{base}/health", proc)
+        driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+        driver.get(f"{base}/#/experiments/{tracked.experiment_id}/runs")
+        run_name = tracked.out.name
+        _until(driver, lambda text: run_name in text and "Loading" not in text)
+        driver.get(f"{base}/#/experiments/{tracked.experiment_id}/runs/{tracked.run_id}")
+        _until(driver, lambda text: "Metrics (" in text)
+        box = next(
+            e
+            for e in driver.find_elements(By.TAG_NAME, "input")
+            if e.get_attribute("placeholder") == "Search metrics"
+        )
+        box.send_keys("test.score")
+        score = f"{tracked.result['score']:.6f}"[:-1]  # the page shows more digits
+        text = _until(driver, lambda text: "Metrics (1)" in text and score in text)
+        assert tracked.run_id in text and "test.score" in text
+        driver.save_screenshot(str(tmp_path / "mlflow-ui.png"))
+        assert (tmp_path / "mlflow-ui.png").stat().st_size > 10_000
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop_process_group(proc)
+
+
+def _until(driver, ok, timeout: float = 60) -> str:
+    from selenium.webdriver.common.by import By
+
+    end = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < end:
+        text = driver.find_element(By.TAG_NAME, "body").text
+        if ok(text):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"page never showed what was expected; it shows: {text[:1500]}")

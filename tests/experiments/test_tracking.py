@@ -1,0 +1,300 @@
+"""A tracked training run: params, tags, metrics, artifacts, model; run states on failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from reid_core.evaluation.metrics import CMC_RANKS
+
+SETS = [
+    "nir",
+    "cp",
+    "sk",
+    "text",
+    "nir_cp",
+    "nir_sk",
+    "nir_text",
+    "cp_sk",
+    "cp_text",
+    "sk_text",
+    "nir_cp_sk",
+    "nir_cp_text",
+    "nir_sk_text",
+    "cp_sk_text",
+    "nir_cp_sk_text",
+]
+SET_METRICS = ["mAP", "mAP100", "mINP", *(f"R{k}" for k in CMC_RANKS)]
+
+
+def _run(tracked):
+    import mlflow
+
+    return mlflow.MlflowClient(tracked.uri).get_run(tracked.run_id)
+
+
+def test_params_are_the_dotted_config(tracked):
+    params = _run(tracked).data.params
+    dotted = [k for k in params if "." in k]
+    assert len(dotted) >= 40
+    assert params["train.epochs"] == "1" and params["model.clip.name"] == "custom"
+    assert params["data.modalities"].startswith("[")  # lists are JSON strings
+
+
+def test_tags_describe_code_data_and_device(tracked):
+    from reid_core.data.index import build_index
+
+    tags = _run(tracked).data.tags
+    assert tags["dataset.digest"] == build_index(tracked.root).digest
+    assert tags["protocol"] == tracked.result["protocol"] == "unordered15"
+    assert tags["device"] == "cpu" and len(tags["config.hash"]) == 16
+    assert tags["git.dirty"] in ("true", "false", "unknown") and tags["git.commit"]
+    for dist in ("torch", "mlflow", "open_clip_torch", "omnireid"):
+        assert tags[f"version.{dist}"]
+
+
+def test_metrics_cover_every_set_group_and_score(tracked):
+    metrics = _run(tracked).data.metrics
+    for split in ("val", "test"):
+        for s in SETS:
+            for m in SET_METRICS:
+                assert f"{split}.{s}.{m}" in metrics, f"{split}.{s}.{m}"
+        for g in range(1, 5):
+            assert f"{split}.mm{g}.mAP100" in metrics
+        assert f"{split}.score" in metrics
+    assert metrics["test.score"] == pytest.approx(tracked.result["score"], abs=1e-12)
+    for key in (
+        "loss",
+        "ce",
+        "sdm",
+        "norm_penalty",
+        "feature_norm",
+        "grad_norm",
+        "spikes",
+        "samples_per_s",
+        "lr.head",
+        "lr.backbone",
+    ):
+        assert f"train.{key}" in metrics, key
+
+
+def test_artifacts_model_and_run_state(tracked):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracked.uri)
+    run = client.get_run(tracked.run_id)
+    assert run.info.status == "FINISHED"
+
+    def walk(path=None):
+        for a in client.list_artifacts(tracked.run_id, path):
+            yield from walk(a.path) if a.is_dir else [a.path]
+
+    files = set(walk())
+    assert {
+        "config.yaml",
+        "metrics/val_epoch001.csv",
+        "metrics/test.csv",
+        "plots/test_map_by_set.png",
+        "plots/test_cmc.png",
+        "checkpoints/best.pt",
+    } <= files
+    local = mlflow.artifacts.download_artifacts(
+        run_id=tracked.run_id, artifact_path="metrics/test.csv", tracking_uri=tracked.uri
+    )
+    table = Path(local).read_text().splitlines()
+    assert table[0].startswith("set,level,queries,mAP") and len(table) == 1 + 15 + 5
+    version = client.get_model_version("omnireid", "1")
+    assert version.run_id == tracked.run_id
+    assert version.tags["dataset.digest"] == run.data.tags["dataset.digest"]
+    assert float(version.tags["test.score"]) == pytest.approx(tracked.result["score"], abs=1e-6)
+    info = mlflow.models.get_model_info("models:/omnireid/1")
+    assert info.signature is not None and info.saved_input_example_info is not None
+    # artifacts go to ./mlartifacts through the experiment, never to ./mlruns
+    assert (tracked.home / "mlartifacts").is_dir() and not (tracked.home / "mlruns").exists()
+    experiment = client.get_experiment(tracked.experiment_id)
+    assert experiment.artifact_location == (tracked.home / "mlartifacts").as_uri()
+
+
+# ------------------------------------------------------------------------ callback, no store
+class _FakeClient:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+
+        return record
+
+
+def _tracker(tmp_path, micro_cfg, exp_root):
+    from experiments.tracking import MlflowTracker, Store
+
+    tracker = MlflowTracker.__new__(MlflowTracker)  # no store: a recording fake client
+    client = _FakeClient()
+    vars(tracker).update(
+        cfg=micro_cfg,
+        data_root=exp_root,
+        out=tmp_path,
+        store=Store("fake", "0", client),
+        run_name="t",
+        extra_tags={},
+        parent_run_id=None,
+        model_name=None,
+        log_model=False,
+        plots=False,
+        run_id=None,
+        logged_run_id=None,
+        model_version=None,
+        seconds=0.0,
+    )
+    trainer = SimpleNamespace(device="cpu", state=SimpleNamespace(epoch=0), stop_reason=None)
+    tracker.on_train_start(trainer)
+    return tracker, client, trainer
+
+
+def test_epoch_metrics_are_one_batched_call(tmp_path, micro_cfg, exp_root):
+    tracker, client, trainer = _tracker(tmp_path, micro_cfg, exp_root)
+    client.calls.clear()
+    tracker.on_epoch_end(trainer, 0, {"loss": 1.0, "ce": 0.5, "lr.head": 1e-3, "spikes": 0.0})
+    assert [c[0] for c in client.calls] == ["log_batch"]
+    assert {m.key for m in client.calls[0][2]["metrics"]} == {
+        "train.loss",
+        "train.ce",
+        "train.lr.head",
+        "train.spikes",
+    }
+
+
+@pytest.mark.parametrize(("how", "status"), [("failed", "FAILED"), ("interrupted", "KILLED")])
+def test_crash_or_interrupt_ends_the_run(tmp_path, micro_cfg, exp_root, how, status):
+    tracker, client, trainer = _tracker(tmp_path, micro_cfg, exp_root)
+    tracker.on_train_end(trainer, how)
+    assert ("set_terminated", ("r1", status), {}) in client.calls
+    tracker.__exit__(None, None, None)  # already ended: nothing more
+    assert sum(c[0] == "set_terminated" for c in client.calls) == 1
+
+
+def test_failure_after_training_ends_failed(tmp_path, micro_cfg, exp_root):
+    tracker, client, trainer = _tracker(tmp_path, micro_cfg, exp_root)
+    tracker.on_train_end(trainer, "finished")  # open until the test evaluation
+    assert not any(c[0] == "set_terminated" for c in client.calls)
+    with pytest.raises(RuntimeError), tracker:
+        raise RuntimeError("test evaluation crashed")
+    assert ("set_terminated", ("r1", "FAILED"), {}) in client.calls
+
+
+def test_real_crash_leaves_no_running_run(tmp_path, monkeypatch, exp_root):
+    import mlflow
+
+    from experiments.run import train
+    from experiments.tracking import MlflowTracker
+    from reid_core.config import load_config
+    from reid_core.training.callbacks import Callback
+
+    class Boom(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            raise RuntimeError("boom")
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_config(preset="micro", overrides=["train.epochs=1", "train.max_steps_per_epoch=1"])
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        MlflowTracker(cfg, exp_root, tmp_path / "run", uri=uri) as tracker,
+    ):
+        train(cfg, exp_root, tmp_path / "run", callbacks=[tracker, Boom()])
+    run = mlflow.MlflowClient(uri).get_run(tracker.logged_run_id)
+    assert run.info.status == "FAILED"
+    assert not (tmp_path / "mlruns").exists()
+
+
+# ------------------------------------------------------------------------------- store, CLI
+def test_unreachable_server_is_one_line(capsys, tmp_path, monkeypatch):
+    from studies.cli import main
+    from tests.experiments.conftest import free_port
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert main(["models", "list", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: tracking server") and "unreachable" in err
+    assert "\n" not in err
+
+
+def test_missing_sqlite_folder_is_one_line(capsys, tmp_path):
+    from studies.cli import main
+
+    assert main(["models", "list", "--tracking-uri", f"sqlite:///{tmp_path}/no/mlflow.db"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_experiment_created_once_by_racing_processes(tmp_path):
+    code = (
+        "import sys; from experiments.tracking import open_store; "
+        "print(open_store(sys.argv[1], 'race').experiment_id)"
+    )
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri],
+            cwd=tmp_path,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    ids = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(ids) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_no_track_never_imports_mlflow(tmp_path, exp_root):
+    code = (
+        "import sys; from studies.cli import main; "
+        "rc = main(['train', '--no-track', '--preset', 'micro', '--set', 'train.epochs=1', "
+        "'--set', 'train.max_steps_per_epoch=1', '--data', sys.argv[1], '--out', 'run']); "
+        "assert rc == 0, rc; assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(exp_root)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
+
+
+def test_eval_is_tracked_as_its_own_run(tracked, capsys, monkeypatch):
+    import mlflow
+
+    from studies.cli import main
+
+    monkeypatch.chdir(tracked.home)
+    ckpt = tracked.out / "checkpoints" / "best.pt"
+    args = [
+        "eval",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(tracked.root),
+        "--tracking-uri",
+        tracked.uri,
+    ]
+    assert main(args) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1].split()[2]
+    run = mlflow.MlflowClient(tracked.uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "eval"
+    assert run.data.metrics["test.score"] == pytest.approx(tracked.result["score"], abs=1e-6)

@@ -1,0 +1,155 @@
+"""End-to-end runs of the engine on synthetic data with the `micro` preset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from experiments.run import evaluate, train
+from reid_core.config import load_config
+from reid_core.errors import CheckpointError, ReidError
+from reid_core.training.callbacks import Callback
+from reid_core.training.checkpoint import load_checkpoint
+from studies.cli import main
+
+
+def _cfg(*overrides):
+    return load_config(preset="micro", overrides=list(overrides))
+
+
+def test_train_writes_run_folder_and_metrics(synth_root, micro_overrides, tmp_path):
+    out = tmp_path / "run"
+    result = train(_cfg(*micro_overrides), synth_root, out)
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["split"] == "test" and saved["protocol"] == "unordered15"
+    assert len(saved["sets"]) == 15 and set(saved["summary"]) == {"mm1.mAP100", "mm2.mAP100", "mm3.mAP100", "mm4.mAP100", "score"}
+    assert saved["score"] == pytest.approx(result["score"])
+    assert 0.0 <= saved["score"] <= 1.0
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    train_rows = [r for r in history if r["kind"] == "train"]
+    assert len(train_rows) == 2
+    for key in ("loss", "ce", "sdm", "norm_penalty", "feature_norm", "grad_norm", "spikes",
+                "samples_per_s", "lr.head"):
+        assert key in train_rows[0], key
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 2 and "rng" in state and "optimizer" in state and "clipper" in state
+
+
+def test_same_seed_same_metrics(synth_root, micro_overrides, tmp_path):
+    a = train(_cfg(*micro_overrides), synth_root, tmp_path / "a")
+    b = train(_cfg(*micro_overrides), synth_root, tmp_path / "b")
+    assert a["score"] == b["score"] and a["sets"] == b["sets"]
+
+
+class _Interrupt(Callback):
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_reaches_same_final_metrics(synth_root, micro_overrides, tmp_path):
+    cfg = _cfg(*micro_overrides, "train.eval_every=2")
+    whole = train(cfg, synth_root, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, synth_root, tmp_path / "cut", callbacks=[_Interrupt()])
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
+    resumed = train(None, synth_root, tmp_path / "cut", resume=True)
+    assert resumed["score"] == whole["score"] and resumed["sets"] == whole["sets"]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(synth_root, micro_overrides, tmp_path,
+                                                        monkeypatch):
+    from reid_core.losses import objective
+
+    real = objective.ReidObjective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, model, batch, epoch):
+        parts = real(self, model, batch, epoch)
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 1, its second step (3 steps per epoch)
+            parts.total = parts.total * float("nan")
+        return parts
+
+    monkeypatch.setattr(objective.ReidObjective, "__call__", poisoned)
+    with pytest.raises(ReidError, match="non-finite loss at epoch 1 step 4"):
+        train(_cfg(*micro_overrides), synth_root, tmp_path / "nan")
+    assert load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_eval_counts_each_item_once(synth_root, monkeypatch):
+    from reid_core.evaluation import runner
+
+    seen = {}
+    real = runner.ProtocolEncoder.encode_items
+
+    def counting(self, modality, values):
+        seen[modality] = seen.get(modality, 0) + len(values)
+        assert len(set(values)) == len(values)
+        return real(self, modality, values)
+
+    monkeypatch.setattr(runner.ProtocolEncoder, "encode_items", counting)
+    result = evaluate(_cfg(), synth_root, checkpoint=None, split="val", out=None)
+    from reid_core.data.splits import make_splits, resolve_protocol
+    from reid_core.data.index import build_index
+
+    cfg = _cfg()
+    index = build_index(synth_root)
+    protocol = resolve_protocol(index, "val", make_splits(index, cfg.data), cfg.eval, 0)
+    unique = {}
+    for qs in protocol.sets:
+        for q in qs.queries:
+            for item in q.items:
+                unique.setdefault(item.modality, set()).add(item.value)
+    for m, values in unique.items():
+        assert seen[m] == len(values)
+    assert result["protocol"] == "unordered15"
+
+
+def test_resume_without_checkpoint_and_existing_run(synth_root, micro_overrides, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(None, synth_root, tmp_path / "none", resume=True)
+    train(_cfg(*micro_overrides), synth_root, tmp_path / "r")
+    with pytest.raises(ReidError, match="already holds a run"):
+        train(_cfg(*micro_overrides), synth_root, tmp_path / "r")
+    (tmp_path / "r" / "checkpoints" / "last.pt").write_bytes(b"corrupt")
+    before = (tmp_path / "r" / "metrics.json").read_text()
+    with pytest.raises(CheckpointError, match="last.pt"):
+        train(None, synth_root, tmp_path / "r", resume=True)
+    assert (tmp_path / "r" / "metrics.json").read_text() == before
+
+
+def test_eval_cli_checkpoint_from_other_architecture(synth_root, micro_overrides, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_cfg(*micro_overrides), synth_root, out)
+    ckpt = str(out / "checkpoints" / "best.pt")
+    code = main(["eval", "--no-track", "--checkpoint", ckpt, "--data", str(synth_root),
+                 "--set", "model.fusion.dim=16", "--set", "model.fusion.heads=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "another architecture" in err and "fusion" in err
+    assert "Traceback" not in err
+
+
+def test_eval_cli_baseline_and_checkpoint(synth_root, micro_overrides, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_cfg(*micro_overrides), synth_root, out)
+    code = main(["eval", "--no-track", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data",
+                 str(synth_root), "--split", "test", "--out", str(tmp_path / "ev")])
+    assert code == 0
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["score"] == pytest.approx(json.loads((out / "metrics.json").read_text())["score"])
+    assert main(["eval", "--no-track", "--preset", "micro", "--data", str(synth_root), "--protocol",
+                 "ordered32"]) == 0
+    assert "score" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_micro_training_raises_the_score(synth_root, tmp_path):
+    cfg = _cfg("train.epochs=6", "train.eval_every=6")
+    before = evaluate(cfg, synth_root, checkpoint=None, split="test", out=None)["score"]
+    after = train(cfg, synth_root, tmp_path / "learn")["score"]
+    assert after > before + 0.05, (before, after)
+    assert torch.isfinite(torch.tensor(after))
