@@ -269,6 +269,7 @@ def _draw_figure(img: Image.Image, ident: Identity, pose: Pose, style: _Style) -
 def _draw_pattern(img: Image.Image, torso: list, pattern: str, colour: RGB, grid: tuple) -> None:
     """Stripes or checks clipped to the torso polygon; `grid` is (period, phase, band) in px."""
     period, phase, band = grid
+    span = max(0.0, band - 1)  # at tiny sizes a band is under one pixel wide: draw it as one
     clip = Image.new("L", img.size, 0)
     ImageDraw.Draw(clip).polygon(torso, fill=255)
     bands = Image.new("L", img.size, 0)
@@ -276,10 +277,10 @@ def _draw_pattern(img: Image.Image, torso: list, pattern: str, colour: RGB, grid
     xs, ys = [p[0] for p in torso], [p[1] for p in torso]
     if pattern in ("striped", "checked"):
         for y in np.arange(min(ys) + phase * period, max(ys), period):
-            draw.rectangle((min(xs), y, max(xs), y + band - 1), fill=255)
+            draw.rectangle((min(xs), y, max(xs), y + span), fill=255)
     if pattern in ("vertically striped", "checked"):
         for x in np.arange(min(xs) + phase * period, max(xs), period):
-            draw.rectangle((x, min(ys), x + band - 1, max(ys)), fill=255)
+            draw.rectangle((x, min(ys), x + span, max(ys)), fill=255)
     img.paste(colour, mask=ImageChops.multiply(clip, bands))
 
 

@@ -146,7 +146,11 @@ def evaluate_protocol(
                 empty.append(qs.key)  # no query of this set has a positive: nothing to rank
                 continue
             per_set[qs.key] = retrieval_metrics_from_features(
-                q_emb.cpu(), g_emb.cpu(), q_ids, g_ids, k=eval_cfg.topk,
+                q_emb.cpu(),
+                g_emb.cpu(),
+                q_ids,
+                g_ids,
+                k=eval_cfg.topk,
                 chunk_size=eval_cfg.query_chunk,
             )
     finally:

@@ -197,3 +197,10 @@ def test_captions_name_the_identity_attributes(tree: tuple[Path, dict]) -> None:
         )
         lengths.add(len(text))
     assert len(lengths) > 3  # different subsets per caption
+
+
+@pytest.mark.parametrize("size", [(16, 8), (24, 12), (32, 16)])
+def test_smallest_sizes_render(tmp_path, size):
+    summary = synth.synthesize(tmp_path / "tiny", identities=3, seed=1, size=size)
+    assert summary["identities"] == 3
+    assert any((tmp_path / "tiny" / "vis").rglob("*.jpg"))

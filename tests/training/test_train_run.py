@@ -22,17 +22,34 @@ def _cfg(*overrides):
 def test_train_writes_run_folder_and_metrics(synth_root, micro_overrides, tmp_path):
     out = tmp_path / "run"
     result = train(_cfg(*micro_overrides), synth_root, out)
-    assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert (out / "checkpoints" / "last.pt").is_file() and (
+        out / "checkpoints" / "best.pt"
+    ).is_file()
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["protocol"] == "unordered15"
-    assert len(saved["sets"]) == 15 and set(saved["summary"]) == {"mm1.mAP100", "mm2.mAP100", "mm3.mAP100", "mm4.mAP100", "score"}
+    assert len(saved["sets"]) == 15 and set(saved["summary"]) == {
+        "mm1.mAP100",
+        "mm2.mAP100",
+        "mm3.mAP100",
+        "mm4.mAP100",
+        "score",
+    }
     assert saved["score"] == pytest.approx(result["score"])
     assert 0.0 <= saved["score"] <= 1.0
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     train_rows = [r for r in history if r["kind"] == "train"]
     assert len(train_rows) == 2
-    for key in ("loss", "ce", "sdm", "norm_penalty", "feature_norm", "grad_norm", "spikes",
-                "samples_per_s", "lr.head"):
+    for key in (
+        "loss",
+        "ce",
+        "sdm",
+        "norm_penalty",
+        "feature_norm",
+        "grad_norm",
+        "spikes",
+        "samples_per_s",
+        "lr.head",
+    ):
         assert key in train_rows[0], key
     state = load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["epoch"] == 2 and "rng" in state and "optimizer" in state and "clipper" in state
@@ -60,8 +77,9 @@ def test_resume_reaches_same_final_metrics(synth_root, micro_overrides, tmp_path
     assert resumed["score"] == whole["score"] and resumed["sets"] == whole["sets"]
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(synth_root, micro_overrides, tmp_path,
-                                                        monkeypatch):
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(
+    synth_root, micro_overrides, tmp_path, monkeypatch
+):
     from reid_core.losses import objective
 
     real = objective.ReidObjective.__call__
@@ -126,8 +144,20 @@ def test_eval_cli_checkpoint_from_other_architecture(synth_root, micro_overrides
     out = tmp_path / "run"
     train(_cfg(*micro_overrides), synth_root, out)
     ckpt = str(out / "checkpoints" / "best.pt")
-    code = main(["eval", "--no-track", "--checkpoint", ckpt, "--data", str(synth_root),
-                 "--set", "model.fusion.dim=16", "--set", "model.fusion.heads=2"])
+    code = main(
+        [
+            "eval",
+            "--no-track",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            str(synth_root),
+            "--set",
+            "model.fusion.dim=16",
+            "--set",
+            "model.fusion.heads=2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "another architecture" in err and "fusion" in err
     assert "Traceback" not in err
@@ -136,13 +166,38 @@ def test_eval_cli_checkpoint_from_other_architecture(synth_root, micro_overrides
 def test_eval_cli_baseline_and_checkpoint(synth_root, micro_overrides, tmp_path, capsys):
     out = tmp_path / "run"
     train(_cfg(*micro_overrides), synth_root, out)
-    code = main(["eval", "--no-track", "--checkpoint", str(out / "checkpoints" / "best.pt"), "--data",
-                 str(synth_root), "--split", "test", "--out", str(tmp_path / "ev")])
+    code = main(
+        [
+            "eval",
+            "--no-track",
+            "--checkpoint",
+            str(out / "checkpoints" / "best.pt"),
+            "--data",
+            str(synth_root),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "ev"),
+        ]
+    )
     assert code == 0
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["score"] == pytest.approx(json.loads((out / "metrics.json").read_text())["score"])
-    assert main(["eval", "--no-track", "--preset", "micro", "--data", str(synth_root), "--protocol",
-                 "ordered32"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--no-track",
+                "--preset",
+                "micro",
+                "--data",
+                str(synth_root),
+                "--protocol",
+                "ordered32",
+            ]
+        )
+        == 0
+    )
     assert "score" in capsys.readouterr().out
 
 

@@ -1,0 +1,195 @@
+"""MER LoRA cost and model-FLOPs utilisation of one training step (issue 3).
+
+One step = forward of a P x K batch with every modality present (4 image modalities + text), CE on
+the logits, backward, AdamW step. For each size and backbone setting the LoRA model and the same
+model with the adapters removed (`model.mer.enabled=false`) are stepped alternately (interleaved,
+order flipped every repetition) and the medians compared; MFU = counted FLOPs of the step / median
+step time / peak, where peak is the best of 5 runs of a 4096^3 fp32 matmul in this process.
+
+    .venv/bin/python bench/lora_bench.py                       # cpu-tiny and ViT-B/16 (~8 min)
+    .venv/bin/python bench/lora_bench.py --sizes cpu-tiny --reps 9
+    .venv/bin/python bench/lora_bench.py --linear                # merged vs side per linear
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from reid_core.config import load_config
+from reid_core.modality import Modality
+from reid_core.model import OmniReID, build_model
+from reid_core.model.summary import count_flops, dummy_inputs, full_mask
+
+SIZES = {  # preset and overrides: ViT-B/16 at 256x128 with batch 8 (P=2 x K=4)
+    "cpu-tiny": ("cpu-tiny", []),
+    "vit-b16": ("vit-b16", ["data.p=2", "data.k=4", "data.batch_size=8"]),
+}
+TARGETS = {("cpu-tiny", False): 1.10, ("vit-b16", False): 1.10, ("vit-b16", True): 1.20}
+
+
+@dataclass
+class Case:
+    size: str
+    freeze: bool
+    mode: str  # model.mer.mode of the LoRA model
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} {'frozen' if self.freeze else 'trainable'} {self.mode}"
+
+
+def _model(
+    size: str, freeze: bool, mode: str, lora: bool
+) -> tuple[OmniReID, torch.optim.Optimizer]:
+    preset, overrides = SIZES[size]
+    extra = [f"model.backbone.freeze={str(freeze).lower()}", f"model.mer.mode={mode}"]
+    cfg = load_config(preset=preset, overrides=[*overrides, *extra, f"model.mer.enabled={lora}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=100, load_pretrained=False).train()
+    lr = cfg.optim.lr.model_dump()
+    groups = [{"params": ps, "lr": lr[g]} for g, ps in model.param_groups().items() if ps]
+    # fused: one kernel per tensor; the default CPU AdamW loops ~10 ops over each of the 576 small
+    # adapter tensors of ViT-B/16 (the engine should pass fused=True on CPU too)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay, fused=True)
+    return model, opt
+
+
+def _batch(model: OmniReID, size: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    preset, overrides = SIZES[size]
+    batch = load_config(preset=preset, overrides=overrides).data.batch_size
+    torch.manual_seed(1)
+    inputs = dummy_inputs(model, batch)
+    if Modality.TEXT in inputs:  # a realistic caption (12 tokens), not the whole context
+        inputs[Modality.TEXT] = model.tokenize(["a man in a dark coat with a red bag"] * batch)
+    return inputs, full_mask(model, batch), torch.randint(0, model.num_classes, (batch,))
+
+
+def _step(model, opt, inputs, mask, labels) -> None:
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(inputs, mask).logits, labels).backward()
+    opt.step()
+
+
+def _timed(model, opt, batch) -> float:
+    start = time.perf_counter()
+    _step(model, opt, *batch)
+    return time.perf_counter() - start
+
+
+def peak_flops(runs: int = 5, n: int = 4096) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def measure(case: Case, warmup: int, reps: int) -> dict:
+    lora = _model(case.size, case.freeze, case.mode, True)
+    base = _model(case.size, case.freeze, case.mode, False)
+    batch = _batch(lora[0], case.size)
+    flops = {
+        k: count_flops(lambda m=m: _step(*m, *batch)) for k, m in (("lora", lora), ("base", base))
+    }
+    for _ in range(warmup):
+        _timed(*lora, batch), _timed(*base, batch)
+    times: dict[str, list[float]] = {"lora": [], "base": []}
+    for rep in range(reps):  # interleaved, order flipped each repetition
+        order = (
+            (("lora", lora), ("base", base)) if rep % 2 == 0 else (("base", base), ("lora", lora))
+        )
+        for key, m in order:
+            times[key].append(_timed(*m, batch))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    paired = statistics.median(a / b for a, b in zip(times["lora"], times["base"], strict=True))
+    return {
+        "case": case,
+        "median": med,
+        "paired": paired,
+        "min_ratio": min(times["lora"]) / min(times["base"]),
+        "flops": flops,
+        "mode": lora[0].backbone.mode,
+    }
+
+
+def linear_forms(reps: int = 15) -> None:
+    """Per-linear fwd+bwd of one adapted GEMM (rank 4, q/k/v as one group), merged vs side, min
+    of `reps` (noise only adds): the evidence behind `auto`."""
+    from reid_core.model.lora import LoraAdapter, adapted_linear
+
+    print(f"{'width':>6}{'out':>6}{'backbone':>10}{'base ms':>9}{'merged':>8}{'side':>8}")
+    for width, rows in ((768, 8 * 129), (128, 32 * 33)):
+        for out_mult in (3, 1, 4):
+            for frozen in (False, True):
+                out = width * out_mult
+                w = torch.randn(out, width, requires_grad=not frozen)
+                b = torch.zeros(out, requires_grad=not frozen)
+                n = 3 if out_mult == 3 else 1
+                group = [(i * width, LoraAdapter(width, out // n, 4)) for i in range(n)]
+                x, gy = torch.randn(rows, width, requires_grad=True), torch.randn(rows, out)
+                best = {}
+                for _ in range(reps):
+                    for form in ("base", "merged", "side"):
+                        adapters = [] if form == "base" else group
+                        start = time.perf_counter()
+                        y = adapted_linear(x, w, b, adapters, 0.25, form, torch.nn.Identity())
+                        y.backward(gy)
+                        t = time.perf_counter() - start
+                        best[form] = min(best.get(form, t), t)
+                print(
+                    f"{width:>6}{out:>6}{'frozen' if frozen else 'trains':>10}"
+                    f"{best['base'] * 1e3:>9.2f}{best['merged'] / best['base']:>8.2f}"
+                    f"{best['side'] / best['base']:>8.2f}",
+                    flush=True,
+                )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="cpu-tiny,vit-b16")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3, help="measured steps per model (ViT-B/16)")
+    ap.add_argument("--tiny-reps", type=int, default=15, help="measured steps per model (cpu-tiny)")
+    ap.add_argument("--modes", default="auto", help="comma list of model.mer.mode to compare")
+    ap.add_argument("--linear", action="store_true", help="only compare the forms per linear")
+    args = ap.parse_args()
+    if args.linear:
+        linear_forms()
+        return
+    peak = peak_flops()
+    print(
+        f"threads {torch.get_num_threads()}, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s "
+        f"(best of 5, 4096^3)"
+    )
+    head = (
+        f"{'case':<28}{'mode':>7}{'LoRA s':>9}{'base s':>9}{'ratio':>7}{'paired':>7}{'min':>7}"
+        f"{'target':>7}{'GFLOP':>8}{'MFU':>6}"
+    )
+    print(head)
+    for size in args.sizes.split(","):
+        reps = args.tiny_reps if size == "cpu-tiny" else args.reps
+        for freeze in (False, True):
+            for mode in args.modes.split(","):
+                r = measure(Case(size, freeze, mode), args.warmup, reps)
+                ratio = r["median"]["lora"] / r["median"]["base"]
+                target = TARGETS.get((size, freeze))
+                mfu = r["flops"]["lora"] / r["median"]["lora"] / peak
+                print(
+                    f"{r['case'].label:<28}{r['mode']:>7}{r['median']['lora']:>9.3f}"
+                    f"{r['median']['base']:>9.3f}{ratio:>7.3f}{r['paired']:>7.3f}"
+                    f"{r['min_ratio']:>7.3f}{'<=' + str(target) if target else '-':>7}"
+                    f"{r['flops']['lora'] / 1e9:>8.1f}{mfu:>6.0%}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

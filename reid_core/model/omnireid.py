@@ -1,0 +1,170 @@
+"""OmniReID: per-modality encoders (CLIP with MER, CLIP's text tower) -> SDM -> masked fusion ->
+BNNeck. `build_model` maps a `ReidConfig` to it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid_core.config.schema import ReidConfig
+from reid_core.errors import ConfigError, ReidError
+from reid_core.modality import ALL_MODALITIES, Modality
+from reid_core.model.backbone import VisionBackbone, build_clip
+from reid_core.model.fusion import MaskedFusion
+from reid_core.model.head import BNNeckHead
+from reid_core.model.pretrained import load_pretrained as _load_pretrained
+from reid_core.model.sdm import SemanticSeparation
+from reid_core.model.text import TextEncoder, build_tokenizer
+
+GROUPS = ("backbone", "text", "lora", "head")
+
+
+@dataclass
+class ReIDOutput:
+    """`features[m]` `[N_m, D]` packed like the inputs; `fused`, `bn_features` `[B, D]`;
+    `logits` `[B, num_classes]`."""
+
+    features: dict[Modality, torch.Tensor]
+    fused: torch.Tensor
+    bn_features: torch.Tensor
+    logits: torch.Tensor
+
+
+def param_group(name: str) -> str:
+    """The learning-rate group of a parameter name: stems train with the head, adapters apart."""
+    if name.startswith("backbone.stems."):
+        return "head"
+    if name.startswith("backbone."):
+        return "lora" if ".lora." in name else "backbone"
+    if name.startswith("text."):
+        return "text"
+    return "head"
+
+
+class OmniReID(nn.Module):
+    """Multimodal ReID model; see docs/ARCHITECTURE.md for the stages and their shapes."""
+
+    def __init__(
+        self,
+        backbone: VisionBackbone,
+        text: TextEncoder | None,
+        sdm: SemanticSeparation,
+        project: nn.Module,
+        fusion: MaskedFusion,
+        head: BNNeckHead,
+        modalities: Sequence[Modality],
+        freeze_text: bool,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.text, self.sdm, self.project = backbone, text, sdm, project
+        self.fusion, self.head = fusion, head
+        self.modalities = tuple(m for m in ALL_MODALITIES if m in modalities)
+        self.freeze_text = freeze_text
+        self.num_classes = head.classifier.out_features
+        self.embed_dim = head.bn.num_features
+        self.context_length = text.context_length if text is not None else 77
+        self._tokenizer = build_tokenizer(self.context_length)
+        if text is not None and freeze_text:
+            text.requires_grad_(False)
+            text.eval()
+
+    def train(self, mode: bool = True) -> OmniReID:
+        super().train(mode)
+        if self.text is not None and self.freeze_text:
+            self.text.eval()  # a frozen tower stays in eval mode
+        return self
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Captions -> token ids `[N, context_length]` (open_clip's bundled BPE)."""
+        return self._tokenizer(list(texts))
+
+    def _check(self, modality: Modality) -> None:
+        if not isinstance(modality, Modality) or modality not in self.modalities:
+            known = ", ".join(m.value for m in self.modalities)
+            raise ReidError(f"unknown modality {modality!r} for this model (known: {known})")
+
+    def encode_one(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
+        """One backbone pass: images `[N, C, H, W]` or token ids `[N, L]` -> `[N, D]`."""
+        self._check(modality)
+        if x.shape[0] == 0:  # no sample has it: nothing to run (the mask column is all False)
+            return self.head.bn.weight.new_zeros(0, self.embed_dim)
+        if modality is Modality.TEXT:
+            assert self.text is not None  # _check: TEXT is only known with a text tower
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text):
+                tokens, pooled, padding = self.text(x)
+            return self.project(self.sdm(tokens, pooled, "text", padding))
+        tokens, pooled = self.backbone(x, modality)
+        return self.project(self.sdm(tokens, pooled, "vision"))
+
+    def encode(self, inputs: dict[Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
+        """Per-modality features after SDM `[N_m, D]`, packed like `inputs`."""
+        for m in inputs:
+            self._check(m)  # strict routing: a plain string or a foreign modality raises
+        return {m: self.encode_one(m, inputs[m]) for m in self.modalities if m in inputs}
+
+    def fuse(self, features: dict[Modality, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Fuse the modalities whose mask column has any True -> `[B, D]`."""
+        return self.fusion(features, mask)
+
+    def forward(self, inputs: dict[Modality, torch.Tensor], mask: torch.Tensor) -> ReIDOutput:
+        features = self.encode(inputs)
+        fused = self.fuse(features, mask)
+        bn_features, logits = self.head(fused)
+        return ReIDOutput(features, fused, bn_features, logits)
+
+    def embed(self, inputs: dict[Modality, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised `bn_features` `[B, D]` for retrieval (call in eval mode, no_grad)."""
+        bn_features, _ = self.head(self.fuse(self.encode(inputs), mask))
+        return F.normalize(bn_features, dim=-1)
+
+    def named_param_groups(
+        self, trainable: bool = True
+    ) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {g: [] for g in GROUPS}
+        for name, p in self.named_parameters():
+            if p.requires_grad or not trainable:
+                groups[param_group(name)].append((name, p))
+        return groups
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by learning-rate group: backbone, text, lora, head."""
+        return {g: [p for _, p in ps] for g, ps in self.named_param_groups().items()}
+
+
+def from_clip(cfg: ReidConfig, clip: Any, num_classes: int) -> OmniReID:
+    """Assemble OmniReID around an open_clip CLIP (its modules are taken over, not copied)."""
+    if num_classes < 1:
+        raise ReidError(f"num_classes must be at least 1, got {num_classes}")
+    m = cfg.model
+    images = tuple(x for x in cfg.data.modalities if x.is_image)
+    backbone = VisionBackbone(clip.visual, images, m.mer, m.backbone.freeze, m.clip.name)
+    text = TextEncoder(clip) if Modality.TEXT in cfg.data.modalities else None
+    widths = {"vision": backbone.width} | ({"text": text.width} if text is not None else {})
+    sdm = SemanticSeparation(widths, backbone.output_dim, m.sdm.dim, m.sdm.heads)
+    project = nn.Identity() if m.sdm.dim == m.fusion.dim else nn.Linear(m.sdm.dim, m.fusion.dim)
+    fusion = MaskedFusion(m.fusion.dim, m.fusion.heads, m.fusion.mlp_ratio, m.fusion.dropout)
+    head = BNNeckHead(m.fusion.dim, num_classes, m.head.dropout)
+    if text is not None and text.output_dim != backbone.output_dim:
+        raise ConfigError(f"model.clip.name={m.clip.name!r}: text and image embeddings differ")
+    model = OmniReID(
+        backbone, text, sdm, project, fusion, head, cfg.data.modalities, m.clip.freeze_text
+    )
+    if m.backbone.freeze:
+        for name, p in model.named_parameters():
+            if param_group(name) == "backbone":
+                p.requires_grad_(False)
+    return model
+
+
+def build_model(cfg: ReidConfig, num_classes: int, *, load_pretrained: bool = True) -> OmniReID:
+    """Build OmniReID from the config. `load_pretrained=False` skips `model.clip.pretrained`
+    (the architecture is the same, weights random), so nothing is read or downloaded."""
+    clip = build_clip(cfg.model.clip, cfg.data.height, cfg.data.width)
+    if load_pretrained and cfg.model.clip.pretrained:
+        _load_pretrained(clip, cfg.model.clip.name, cfg.model.clip.pretrained)
+    return from_clip(cfg, clip, num_classes)
