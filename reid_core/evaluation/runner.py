@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from reid_core.evaluation.metrics import (
 from reid_core.modality import ALL_MODALITIES, Modality
 from reid_core.progress import track
 
+if TYPE_CHECKING:
+    from reid_core.model import OmniReID
+
 
 def _mask(n: int, modalities: Sequence[Modality], device: torch.device) -> torch.Tensor:
     mask = torch.zeros(n, len(ALL_MODALITIES), dtype=torch.bool, device=device)
@@ -37,7 +40,7 @@ class ProtocolEncoder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: OmniReID,
         root: Path,
         data_cfg: DataConfig,
         eval_cfg: EvalConfig,
@@ -125,7 +128,7 @@ class ProtocolEncoder:
 
 
 def evaluate_protocol(
-    model: torch.nn.Module,
+    model: OmniReID,
     root: Path,
     protocol: Protocol,
     data_cfg: DataConfig,

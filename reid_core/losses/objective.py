@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,9 @@ from reid_core.config.schema import LossConfig
 from reid_core.data.batch import ModalBatch
 from reid_core.losses.sdm import sdm_loss
 from reid_core.modality import ALL_MODALITIES, Modality
+
+if TYPE_CHECKING:
+    from reid_core.model import OmniReID
 
 
 @dataclass
@@ -78,7 +82,7 @@ class ReidObjective:
         self.cfg = cfg
         self.gallery = gallery
 
-    def __call__(self, model: torch.nn.Module, batch: ModalBatch, epoch: int) -> LossParts:
+    def __call__(self, model: OmniReID, batch: ModalBatch, epoch: int) -> LossParts:
         features = model.encode(batch.inputs)
         # One fused embedding per (combination, sample): the gallery view {gallery} first, then
         # every query combination present. Fusion is cheap next to the backbone passes above.

@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 def rng_state() -> dict[str, torch.Tensor]:
     """Python, numpy and torch RNG states, every one a tensor."""
     version, words, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     state = {
         "python": torch.tensor([version, *words], dtype=torch.int64),
         "python_gauss": torch.tensor([float("nan") if gauss is None else gauss]),

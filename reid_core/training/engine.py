@@ -50,7 +50,7 @@ class Trainer:
     def __init__(
         self,
         model: torch.nn.Module,
-        objective: Callable[[torch.nn.Module, Any, int], Any],
+        objective: Callable[[Any, Any, int], Any],
         optimizer: torch.optim.Optimizer,
         schedule: LrSchedule,
         clipper: AdaptiveClipper,
@@ -62,7 +62,7 @@ class Trainer:
         amp: bool = True,
         cpu_bf16: bool = False,
         max_steps_per_epoch: int | None = None,
-        evaluate_fn: Callable[[torch.nn.Module, str], dict[str, Any]] | None = None,
+        evaluate_fn: Callable[[Any, str], dict[str, Any]] | None = None,
         callbacks: Iterable[Callback] = (),
         group_names: list[str] | None = None,
     ) -> None:
@@ -151,8 +151,9 @@ class Trainer:
             getattr(self.loader, "batch_sampler", None),
             getattr(self.loader, "dataset", None),
         ):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(epoch)
+            set_epoch = getattr(obj, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
 
     def _run_epoch(self, epoch: int) -> dict[str, float]:
         self._set_epoch(epoch)

@@ -21,7 +21,7 @@ from reid_core.data.sampler import PKBatchSampler
 from reid_core.data.splits import Splits, make_splits, resolve_protocol
 from reid_core.evaluation.runner import evaluate_protocol
 from reid_core.losses import ReidObjective
-from reid_core.model import build_model
+from reid_core.model import OmniReID, build_model
 from reid_core.training.callbacks import Callback
 from reid_core.training.clipping import AdaptiveClipper
 from reid_core.training.engine import Trainer, resolve_device
@@ -34,9 +34,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(
-    model: torch.nn.Module, cfg: OptimConfig
-) -> tuple[torch.optim.Optimizer, list[str]]:
+def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Optimizer, list[str]]:
     """One parameter group per named model group, each at its own learning rate."""
     groups, names = [], []
     for name, params in model.param_groups().items():
@@ -109,7 +107,7 @@ def build_trainer(
     clip = cfg.optim.clip
     clipper = AdaptiveClipper(clip.quantile, clip.window, clip.warmup_steps, clip.enabled)
 
-    def evaluate_fn(m: torch.nn.Module, split: str) -> dict[str, Any]:
+    def evaluate_fn(m: OmniReID, split: str) -> dict[str, Any]:
         return evaluate_protocol(
             m, data.index.root, data.protocol(split), cfg.data, cfg.eval, device, split
         )

@@ -111,8 +111,8 @@ def test_eval_counts_each_item_once(synth_root, monkeypatch):
 
     monkeypatch.setattr(runner.ProtocolEncoder, "encode_items", counting)
     result = evaluate(_cfg(), synth_root, checkpoint=None, split="val", out=None)
-    from reid_core.data.splits import make_splits, resolve_protocol
     from reid_core.data.index import build_index
+    from reid_core.data.splits import make_splits, resolve_protocol
 
     cfg = _cfg()
     index = build_index(synth_root)
@@ -135,7 +135,7 @@ def test_resume_without_checkpoint_and_existing_run(synth_root, micro_overrides,
         train(_cfg(*micro_overrides), synth_root, tmp_path / "r")
     (tmp_path / "r" / "checkpoints" / "last.pt").write_bytes(b"corrupt")
     before = (tmp_path / "r" / "metrics.json").read_text()
-    with pytest.raises(CheckpointError, match="last.pt"):
+    with pytest.raises(CheckpointError, match=r"last\.pt"):
         train(None, synth_root, tmp_path / "r", resume=True)
     assert (tmp_path / "r" / "metrics.json").read_text() == before
 
