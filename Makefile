@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo ui test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Synthetic data -> untrained baseline -> a tracked cpu-tiny run -> promoted to @champion.
 demo: $(STAMP)
-	$(BIN)/reid data synth $(DEMO_DIR)/data --identities 60 --seed 0 --overwrite
+	$(BIN)/reid data synth $(DEMO_DIR)/data --seed 0 --overwrite
 	$(BIN)/reid data check $(DEMO_DIR)/data
-	$(BIN)/reid data stats $(DEMO_DIR)/data
+	$(BIN)/reid data stats $(DEMO_DIR)/data --preset cpu-tiny
+	$(BIN)/reid eval --preset cpu-tiny --data $(DEMO_DIR)/data --out $(DEMO_DIR)/baseline
+	rm -rf $(DEMO_DIR)/run
+	$(BIN)/reid train --preset cpu-tiny --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
+	-$(BIN)/reid models promote  # exits 1 (and explains) when the new run does not beat @champion
+	$(BIN)/reid models list
+	@echo "Browse the runs: make ui   (or: $(BIN)/reid ui)"
+
+ui: $(STAMP)
+	$(BIN)/reid ui
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -34,6 +44,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/index_bench.py
+	$(BIN)/python bench/metrics_bench.py
+	$(BIN)/python bench/lora_bench.py
+	$(BIN)/python bench/tracking_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from experiments.run import evaluate, train
 from reid_core.config import load_config
@@ -202,9 +201,14 @@ def test_eval_cli_baseline_and_checkpoint(synth_root, micro_overrides, tmp_path,
 
 
 @pytest.mark.slow
-def test_micro_training_raises_the_score(synth_root, tmp_path):
-    cfg = _cfg("train.epochs=6", "train.eval_every=6")
-    before = evaluate(cfg, synth_root, checkpoint=None, split="test", out=None)["score"]
-    after = train(cfg, synth_root, tmp_path / "learn")["score"]
+def test_micro_training_raises_the_score(tmp_path):
+    """micro for 8 epochs on 40 synthetic identities (16 held out for test): the test score
+    rises clearly above the untrained model's (measured: 0.086 -> 0.20)."""
+    from reid_core.data.synth import synthesize
+
+    root = tmp_path / "data"
+    synthesize(root, identities=40, seed=0, size=(64, 32))
+    cfg = _cfg("train.epochs=8", "train.eval_every=8", "data.test_share=0.4")
+    before = evaluate(cfg, root, checkpoint=None, split="test", out=None)["score"]
+    after = train(cfg, root, tmp_path / "learn")["score"]
     assert after > before + 0.05, (before, after)
-    assert torch.isfinite(torch.tensor(after))
