@@ -42,21 +42,26 @@ def train_cmd(
     Writes OUT/config.yaml, OUT/checkpoints/{last,best}.pt, OUT/history.jsonl and
     OUT/metrics.json, and prints the test table.
     """
+    from experiments.report import print_metrics
     from experiments.run import train
 
     given = preset or config_file or overrides
     cfg = load_from_options(preset, config_file, overrides) if given or not resume else None
     if no_track:
-        train(cfg, data_root, out, resume=resume)
+        result = train(cfg, data_root, out, resume=resume)
     else:
         from experiments.tracking import MlflowTracker, sigterm_as_interrupt
+        from reid_core.training.setup import DataBundle
 
+        if cfg is not None:  # bad data fails here, before the tracking store is touched
+            DataBundle.load(data_root, cfg)  # the index is memoised: train() reuses it
         tracker = MlflowTracker(
             cfg, data_root, out, uri=tracking_uri, experiment=experiment, model_name=model_name
         )
         with sigterm_as_interrupt(), tracker:
-            train(cfg, data_root, out, resume=resume, callbacks=[tracker])
+            result = train(cfg, data_root, out, resume=resume, callbacks=[tracker])
         click.echo(tracker.summary())
+    print_metrics(result)
     click.echo(f"wrote {out / 'metrics.json'}")
 
 

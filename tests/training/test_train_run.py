@@ -212,3 +212,29 @@ def test_micro_training_raises_the_score(tmp_path):
     before = evaluate(cfg, root, checkpoint=None, split="test", out=None)["score"]
     after = train(cfg, root, tmp_path / "learn")["score"]
     assert after > before + 0.05, (before, after)
+
+
+def test_train_cli_prints_table_and_bad_data_writes_nothing(
+    synth_root, micro_overrides, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    sets = [x for o in micro_overrides for x in ("--set", o)]
+    code = main(
+        [
+            "train",
+            "--preset",
+            "micro",
+            *sets,
+            "--data",
+            str(synth_root),
+            "--out",
+            "run",
+            "--no-track",
+        ]
+    )
+    assert code == 0 and "nir_cp_sk_text" in capsys.readouterr().out
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["train", "--preset", "micro", "--data", str(tmp_path / "missing"), "--out", "r2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run folder, no mlflow.db
