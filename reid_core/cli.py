@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 
-from reid_core.errors import ReidError
 
 
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,11 +94,6 @@ def register(root: click.Group) -> None:
     root.add_command(config_group)
     root.add_command(data_cli.data_group)
     root.add_command(model_cli.model_group)
-
-
-def fail(message: str) -> None:
-    """Raise a user error (one line, exit 2)."""
-    raise ReidError(message)
 
 
 def stderr(message: str) -> None:
