@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 
-
 def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """`--preset`, `--config` and repeated `--set dotted.key=value`."""
 
