@@ -7,24 +7,20 @@ Everything a run writes lives under its `--out` folder: `config.yaml`, `checkpoi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from reid_core.config import ReidConfig, to_dict, to_yaml, validate_tree
 from reid_core.errors import CheckpointError, ReidError
+from reid_core.fileio import atomic_path
 from reid_core.training.callbacks import Callback
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Atomic JSON write (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
 
 
 def _check_out(out: Path, resume: bool) -> Path:

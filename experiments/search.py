@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from reid_core.errors import DataError, ReidError
+from reid_core.fileio import atomic_path
 from reid_core.modality import IMAGE_SUFFIXES, Modality
 
 CACHE_ENV = "OMNIREID_SEARCH_CACHE"
@@ -109,10 +110,8 @@ def embed_gallery(model: Any, files: list[Path], cache: Path | None) -> tuple[np
     )
     feats = _features(model.predict(frame))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, feats)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, feats)
     return feats, False
 
 

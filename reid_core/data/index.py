@@ -29,6 +29,7 @@ from reid_core.data.evalfile import (
 )
 from reid_core.data.protocol import Protocol
 from reid_core.errors import DataError
+from reid_core.fileio import atomic_path
 from reid_core.modality import IMAGE_MODALITIES, Modality
 
 SEED_CAPTIONS = "text_annos.json"
@@ -342,13 +343,10 @@ def _load_cached(path: Path, root: Path, signature: str) -> DatasetIndex | None:
 
 def _store(path: Path, index: DatasetIndex, signature: str) -> str | None:
     """Write the cache atomically; returns a warning when it cannot be written."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(_to_json(index, signature)), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(_to_json(index, signature)), encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         return f"index cache not written to {path.parent} ({exc.strerror or exc})"
     return None
 

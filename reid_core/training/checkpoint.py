@@ -7,9 +7,7 @@ config and the label map.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 
 from reid_core.errors import CheckpointError
+from reid_core.fileio import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -55,16 +54,8 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a temporary file in the same folder, then an os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(Path(path)) as tmp:
         torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
