@@ -54,7 +54,7 @@ def train_cmd(
         from reid_core.training.setup import DataBundle
 
         if cfg is not None:  # bad data fails here, before the tracking store is touched
-            DataBundle.load(data_root, cfg)  # the index is memoised: train() reuses it
+            DataBundle.load(data_root, cfg)  # memoised: train() reuses this bundle
         tracker = MlflowTracker(
             cfg, data_root, out, uri=tracking_uri, experiment=experiment, model_name=model_name
         )

@@ -100,8 +100,6 @@ def evaluate(
     out: Path | None,
 ) -> dict[str, Any]:
     """Score a checkpoint (or, without one, the untrained model: the baseline) on a split."""
-    import torch
-
     from reid_core.evaluation.runner import evaluate_protocol
     from reid_core.model import build_model
     from reid_core.training.checkpoint import load_checkpoint, load_model_state
@@ -117,10 +115,9 @@ def evaluate(
     if state is not None:
         load_model_state(model, state["model"], str(checkpoint))
     model.to(device)
-    with torch.no_grad():
-        result = evaluate_protocol(
-            model, data.index.root, data.protocol(split), cfg.data, cfg.eval, device, split
-        )
+    result = evaluate_protocol(  # encodes under no_grad itself
+        model, data.index.root, data.protocol(split), cfg.data, cfg.eval, device, split
+    )
     result["checkpoint"] = str(checkpoint) if checkpoint else None
     if out is not None:
         write_json(Path(out) / "metrics.json", result)

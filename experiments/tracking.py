@@ -256,7 +256,7 @@ class MlflowTracker(Callback):
         from experiments.artifacts import cmc_curves, plot_cmc, plot_map_bars
         from reid_core.training.setup import DataBundle
 
-        data = DataBundle.load(self.data_root, self.cfg)  # the index is memoized: cheap
+        data = DataBundle.load(self.data_root, self.cfg)  # memoised: the run's own bundle
         curves = cmc_curves(
             trainer.model, data.index.root, data.test, self.cfg.data, self.cfg.eval, trainer.device
         )

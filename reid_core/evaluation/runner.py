@@ -36,7 +36,7 @@ def _mask(n: int, modalities: Sequence[Modality], device: torch.device) -> torch
 
 
 class ProtocolEncoder:
-    """Encodes a protocol's unique items once each; fuses per set. Counts encoder calls."""
+    """Encodes a protocol's unique items once each; fuses per set."""
 
     def __init__(
         self,
@@ -51,7 +51,6 @@ class ProtocolEncoder:
         self.data_cfg = data_cfg
         self.eval_cfg = eval_cfg
         self.device = device
-        self.items_encoded: dict[Modality, int] = {}
 
     def _autocast(self) -> Any:
         if self.device.type == "cuda":
@@ -61,7 +60,6 @@ class ProtocolEncoder:
     @torch.no_grad()
     def encode_items(self, modality: Modality, values: Sequence[str]) -> torch.Tensor:
         """Per-modality features `[len(values), D]` (before fusion), in `values` order."""
-        self.items_encoded[modality] = self.items_encoded.get(modality, 0) + len(values)
         bs = self.eval_cfg.batch_size
         chunks: list[torch.Tensor] = []
         if modality is Modality.TEXT:
@@ -103,18 +101,14 @@ class ProtocolEncoder:
 
     def queries(self, protocol: Protocol) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per set, in protocol order: query embeddings and ids; each unique item encoded once."""
-        unique: dict[Modality, dict[str, int]] = {}
+        row_of: dict[Modality, dict[str, int]] = {}  # item value -> its row in table[m]
         for qs in protocol.sets:
             for q in qs.queries:
                 for item in q.items:
-                    unique.setdefault(item.modality, {}).setdefault(item.value, 0)
-        table: dict[Modality, torch.Tensor] = {}
-        for m in ALL_MODALITIES:
-            if m in unique:
-                values = list(unique[m])
-                unique[m] = {v: i for i, v in enumerate(values)}
-                table[m] = self.encode_items(m, values)
-        return [self._fuse_set(qs, table, unique) for qs in protocol.sets]
+                    rows = row_of.setdefault(item.modality, {})
+                    rows.setdefault(item.value, len(rows))
+        table = {m: self.encode_items(m, list(row_of[m])) for m in ALL_MODALITIES if m in row_of}
+        return [self._fuse_set(qs, table, row_of) for qs in protocol.sets]
 
     def _fuse_set(self, qs: QuerySet, table, rows_of) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.tensor([q.pid for q in qs.queries], dtype=torch.long)

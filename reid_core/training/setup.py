@@ -49,6 +49,9 @@ def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Opti
     return optimizer, names
 
 
+_BUNDLES: dict[tuple[Any, ...], DataBundle] = {}
+
+
 @dataclass
 class DataBundle:
     """The index, identity splits and protocols of one dataset under one config."""
@@ -60,12 +63,18 @@ class DataBundle:
 
     @classmethod
     def load(cls, root: Path, cfg: ReidConfig) -> DataBundle:
-        index = build_index(root)
-        splits = make_splits(index, cfg.data)
-        seed = cfg.data.split_seed
-        val = resolve_protocol(index, "val", splits, cfg.eval, seed)
-        test = resolve_protocol(index, "test", splits, cfg.eval, seed)
-        return cls(index, splits, val, test)
+        """Memoised: splits and protocols are pure functions of the index content and the
+        `data`/`eval` sections, so the CLI, the run and the tracker share one bundle."""
+        index = build_index(root)  # memoised itself, and rebuilt when the tree changes
+        key = (str(index.root), index.digest, cfg.data, cfg.eval)
+        if key not in _BUNDLES:
+            splits = make_splits(index, cfg.data)
+            seed = cfg.data.split_seed
+            val = resolve_protocol(index, "val", splits, cfg.eval, seed)
+            test = resolve_protocol(index, "test", splits, cfg.eval, seed)
+            _BUNDLES.clear()  # one dataset at a time: keep memory bounded
+            _BUNDLES[key] = cls(index, splits, val, test)
+        return _BUNDLES[key]
 
     def protocol(self, split: str) -> Protocol:
         return {"val": self.val, "test": self.test}[split]
