@@ -6,12 +6,13 @@ MLflow and torch are imported inside the command bodies, so `reid --help` stays 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from reid_core.cli import echo_json
 
 _DEFAULT_EXPERIMENT = "omnireid"  # experiments.tracking.DEFAULT_EXPERIMENT, without importing it
 _DEFAULT_MODEL = "omnireid"
@@ -84,7 +85,7 @@ def models_list(model_name: str, tracking_uri: str | None, as_json: bool) -> Non
 
     versions = list_versions(_client(tracking_uri), model_name)
     if as_json:
-        click.echo(json.dumps([v.as_dict() for v in versions], indent=2))
+        echo_json([v.as_dict() for v in versions])
         return
     from rich.console import Console
     from rich.table import Table
@@ -194,16 +195,8 @@ def search_cmd(
     model = load_model(model_uri)
     matches, cached = search(model, gallery, query, top, None if no_cache else cache_dir())
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "model": model_uri,
-                    "gallery_cached": cached,
-                    "matches": [m.as_dict() for m in matches],
-                },
-                indent=2,
-            )
-        )
+        matches_json = [m.as_dict() for m in matches]
+        echo_json({"model": model_uri, "gallery_cached": cached, "matches": matches_json})
         return
     click.echo(f"{model_uri}; gallery {gallery} ({'cached' if cached else 'embedded'})")
     for m in matches:
