@@ -141,7 +141,7 @@ class OmniReIDPyfunc:
         by_set: dict[tuple[Any, ...], list[int]] = {}
         items_of = list(queries.values())
         for i, items in enumerate(items_of):
-            key = tuple(sorted(items, key=lambda m: m.index))
+            key = tuple(sorted(items, key=lambda m: m.column))
             by_set.setdefault(key, []).append(i)
         for modalities, positions in by_set.items():
             feats = {

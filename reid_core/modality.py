@@ -42,7 +42,7 @@ class Modality(StrEnum):
         return (CLIP_MEAN, CLIP_STD) if self.channels == 3 else (GREY_MEAN, GREY_STD)
 
     @property
-    def index(self) -> int:  # type: ignore[override]  # str.index is never wanted on a modality
+    def column(self) -> int:
         """Column of this modality in a modality mask `[batch, len(Modality)]`."""
         return ALL_MODALITIES.index(self)
 

@@ -1,7 +1,7 @@
 """The batch every model and loss consumes: modalities packed, presence in a mask.
 
 A missing modality is a masked slot, never a zero tensor: `inputs[m]` holds rows only for the
-samples whose `mask[:, m.index]` is true, in ascending sample order.
+samples whose `mask[:, m.column]` is true, in ascending sample order.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ModalBatch:
         if self.mask.dtype != torch.bool or self.mask.dim() != 2:
             raise ValueError(f"mask must be a [B, {len(ALL_MODALITIES)}] bool tensor")
         for m, x in self.inputs.items():
-            n = int(self.mask[:, m.index].sum())
+            n = int(self.mask[:, m.column].sum())
             if x.shape[0] != n:
                 raise ValueError(f"inputs[{m.value}] has {x.shape[0]} rows, mask says {n}")
         if not bool(self.mask.any(dim=1).all()):
@@ -41,7 +41,7 @@ class ModalBatch:
         return int(self.mask.shape[0])
 
     def present(self) -> list[Modality]:
-        return [m for m in ALL_MODALITIES if bool(self.mask[:, m.index].any())]
+        return [m for m in ALL_MODALITIES if bool(self.mask[:, m.column].any())]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalBatch:
         return ModalBatch(
@@ -56,14 +56,14 @@ class ModalBatch:
         """The same samples restricted to `modalities`; samples left with none are dropped."""
         keep_cols = torch.zeros(len(ALL_MODALITIES), dtype=torch.bool, device=self.mask.device)
         for m in modalities:
-            keep_cols[m.index] = True
+            keep_cols[m.column] = True
         mask = self.mask & keep_cols
         rows = mask.any(dim=1)
         inputs = {}
         for m in modalities:
             if m not in self.inputs:
                 continue
-            present = self.mask[:, m.index]
+            present = self.mask[:, m.column]
             kept = rows[present]
             if bool(kept.any()):
                 inputs[m] = self.inputs[m][kept]

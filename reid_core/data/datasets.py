@@ -89,7 +89,7 @@ class TrainDataset(Dataset):
         for m in self.others:
             paths = self.index.paths(m, pid)
             if paths:
-                rng = seeded_rng(self.seed, self.epoch, i, m.index)
+                rng = seeded_rng(self.seed, self.epoch, i, m.column)
                 drawn[m] = paths[int(rng.integers(len(paths)))]
         return drawn
 
@@ -151,7 +151,7 @@ def collate(samples: Sequence[Sample | None], tokenize: Tokenize) -> ModalBatch:
         rows = [j for j, s in enumerate(kept) if m in s["inputs"]]
         if not rows:
             continue
-        mask[rows, m.index] = True
+        mask[rows, m.column] = True
         values = [kept[j]["inputs"][m] for j in rows]
         inputs[m] = tokenize(values) if m is Modality.TEXT else torch.stack(values)
     return ModalBatch(

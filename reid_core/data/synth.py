@@ -412,7 +412,7 @@ def _write_identity(root: Path, pid: int, seed: int, size: tuple[int, int], rate
             continue
         folder = root / m.value / f"{pid:04d}"
         folder.mkdir(parents=True)
-        rng = np.random.default_rng([seed, pid, 10 + m.index])
+        rng = np.random.default_rng([seed, pid, 10 + m.column])
         for k in range(counts[m]):
             name = f"{pid:04d}_{m.value}_{k:02d}.jpg"
             render(m, ident, rng, size).save(folder / name, quality=_QUALITY)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 def _mask(n: int, modalities: Sequence[Modality], device: torch.device) -> torch.Tensor:
     mask = torch.zeros(n, len(ALL_MODALITIES), dtype=torch.bool, device=device)
-    mask[:, [m.index for m in modalities]] = True
+    mask[:, [m.column for m in modalities]] = True
     return mask
 
 

@@ -61,11 +61,11 @@ def select_rows(
     features: dict[Modality, torch.Tensor], mask: torch.Tensor, combo: tuple[Modality, ...]
 ) -> tuple[dict[Modality, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Samples holding every modality of `combo`: their packed features, mask and row selector."""
-    cols = [m.index for m in combo]
+    cols = [m.column for m in combo]
     rows = mask[:, cols].all(dim=1)
     sub_mask = torch.zeros_like(mask)
     sub_mask[:, cols] = mask[:, cols]
-    sub = {m: features[m][rows[mask[:, m.index]]] for m in combo}
+    sub = {m: features[m][rows[mask[:, m.column]]] for m in combo}
     return sub, sub_mask[rows], rows
 
 

@@ -34,10 +34,10 @@ class MaskedFusion(nn.Module):
     ) -> torch.Tensor:
         """Scatter the packed `features[m]` `[N_m, dim]` into `[batch, M, dim]` over null tokens."""
         ref = features[cols[0]]
-        index = torch.tensor([m.index for m in cols], device=ref.device)
+        index = torch.tensor([m.column for m in cols], device=ref.device)
         x = self.null[index].to(ref.dtype).unsqueeze(0).repeat(mask.shape[0], 1, 1)
         # nonzero() is a host sync on GPU; one per modality per batch
-        rows = torch.cat([mask[:, m.index].nonzero().squeeze(1) for m in cols])
+        rows = torch.cat([mask[:, m.column].nonzero().squeeze(1) for m in cols])
         slots = torch.cat(
             [torch.full((features[m].shape[0],), j, device=ref.device) for j, m in enumerate(cols)]
         )
@@ -46,9 +46,9 @@ class MaskedFusion(nn.Module):
 
     def forward(self, features: dict[Modality, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """`features[m]` `[N_m, dim]` packed; `mask` `[batch, 5]` bool -> `[batch, dim]`."""
-        cols = [m for m in ALL_MODALITIES if bool(mask[:, m.index].any())]
+        cols = [m for m in ALL_MODALITIES if bool(mask[:, m.column].any())]
         _check(features, mask, cols)
-        present = mask[:, [m.index for m in cols]]  # [batch, M]
+        present = mask[:, [m.column for m in cols]]  # [batch, M]
         x = self._stack(features, mask, cols)  # [batch, M, dim]
         h = self.norm_attn(x)
         x = x + self.attn(h, h, key_padding_mask=~present)
@@ -69,6 +69,6 @@ def _check(
     for m in cols:
         if m not in features:
             raise ReidError(f"mask marks {m.value} present but no {m.value} features were given")
-        n = int(mask[:, m.index].sum())
+        n = int(mask[:, m.column].sum())
         if features[m].shape[0] != n:
             raise ValueError(f"features[{m.value}] has {features[m].shape[0]} rows, mask says {n}")

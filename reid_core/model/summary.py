@@ -59,7 +59,7 @@ def dummy_inputs(model: OmniReID, batch: int = 1) -> dict[Modality, torch.Tensor
 def full_mask(model: OmniReID, batch: int = 1) -> torch.Tensor:
     mask = torch.zeros(batch, len(ALL_MODALITIES), dtype=torch.bool)
     for m in model.modalities:
-        mask[:, m.index] = True
+        mask[:, m.column] = True
     return mask
 
 

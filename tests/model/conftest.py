@@ -20,7 +20,7 @@ def make_batch(model, mask: torch.Tensor, seed: int = 0) -> dict[Modality, torch
     height, width = model.backbone.image_size
     inputs = {}
     for m in ALL_MODALITIES:
-        n = int(mask[:, m.index].sum())
+        n = int(mask[:, m.column].sum())
         if n == 0:
             continue
         if m is Modality.TEXT:

@@ -28,15 +28,15 @@ def test_shapes_every_subset(model, subset):
     model.train()
     mask = torch.zeros(3, len(ALL_MODALITIES), dtype=torch.bool)
     for m in subset:
-        mask[:, m.index] = True
+        mask[:, m.column] = True
     if len(subset) > 1:
-        mask[1, subset[0].index] = False  # sample 1 lacks the first one
+        mask[1, subset[0].column] = False  # sample 1 lacks the first one
     inputs = make_batch(model, mask)
     out = model(inputs, mask)
     assert isinstance(out, ReIDOutput)
     d = model.embed_dim
     assert {m: f.shape for m, f in out.features.items()} == {
-        m: torch.Size([int(mask[:, m.index].sum()), d]) for m in inputs
+        m: torch.Size([int(mask[:, m.column].sum()), d]) for m in inputs
     }
     assert out.fused.shape == out.bn_features.shape == (3, d)
     assert out.logits.shape == (3, model.num_classes)
@@ -65,7 +65,7 @@ def test_eval_sample_independent_of_others(model):
         other[2] = torch.tensor([1, 1, 1, 1, 0])
         changed = make_batch(model, other, seed=2)
         for m in (Modality.VIS, Modality.NIR, Modality.CP, Modality.SK):  # samples 0, 1 unchanged
-            keep = base[:2, m.index].sum()
+            keep = base[:2, m.column].sum()
             changed[m][:keep] = inputs[m][:keep]
         changed[Modality.TEXT] = inputs[Modality.TEXT][:1]
         out = model.embed(changed, other)
@@ -95,7 +95,7 @@ def test_masked_columns_and_absent_positions_are_ignored(model):
 def test_single_modality_gallery_embedding(model):
     model.eval()
     mask = torch.zeros(4, len(ALL_MODALITIES), dtype=torch.bool)
-    mask[:, Modality.VIS.index] = True
+    mask[:, Modality.VIS.column] = True
     with torch.no_grad():
         emb = model.embed(make_batch(model, mask), mask)
     assert emb.shape == (4, model.embed_dim)
