@@ -27,10 +27,8 @@ def metric_table_csv(result: dict[str, Any]) -> str:
         row = [f"{m[name]:.6f}" for name in METRICS]
         writer.writerow([key, set_level(key), int(m.get("num_queries", 0)), *row])
     for name, value in result["summary"].items():
-        group = name.split(".")[0]
-        level = group[2:] if group.startswith("mm") else ""
-        mAP100 = f"{value:.6f}"
-        writer.writerow([group, level, "", "", mAP100, "", "", "", ""])
+        level = name.removeprefix("mm") if name != "score" else ""
+        writer.writerow([name, level, "", "", f"{value:.6f}", "", "", "", ""])
     return buf.getvalue()
 
 

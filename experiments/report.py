@@ -22,7 +22,7 @@ def metrics_table(result: dict[str, Any], title: str = "") -> Any:
         )
     for name, value in result["summary"].items():
         if name != "score":
-            table.add_row(name.split(".")[0].upper(), "", "", f"{100 * value:.2f}", "", "", "", "")
+            table.add_row(name.upper(), "", "", f"{100 * value:.2f}", "", "", "", "")
     table.add_row("score", "", "", f"{100 * result['score']:.2f}", "", "", "", "", style="bold")
     return table
 

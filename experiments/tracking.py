@@ -109,6 +109,12 @@ def log_metrics(client: Any, run_id: str, values: dict[str, float], step: int) -
         client.log_batch(run_id, metrics=chunk)
 
 
+def train_metric_names(logs: dict[str, float]) -> dict[str, float]:
+    """Epoch logs under `train/`: `loss` -> `train/loss`, `lr.head` -> `train/lr/head`,
+    `sdm/nir_sk` -> `train/sdm/nir_sk` (one UI section per prefix)."""
+    return {"train/" + k.replace(".", "/"): v for k, v in logs.items()}
+
+
 # ----------------------------------------------------------------------------------- callback
 class MlflowTracker(Callback):
     """Logs one training run to MLflow (see the module docstring).
@@ -187,7 +193,7 @@ class MlflowTracker(Callback):
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
         t0 = time.perf_counter()
-        log_metrics(self.client, self.run_id, {f"train.{k}": v for k, v in logs.items()}, epoch)
+        log_metrics(self.client, self.run_id, train_metric_names(logs), epoch)
         self.seconds += time.perf_counter() - t0
 
     def on_evaluate(self, trainer: Any, epoch: int, split: str, metrics: dict[str, Any]) -> None:

@@ -105,7 +105,8 @@ def summarize(
     set_sizes: Mapping[str, int],
     metric: str = "mAP100",
 ) -> dict[str, float]:
-    """Group means ``mm1.mAP100`` ... (over the sets of each size present) and ``score``.
+    """Group means ``mm1`` ... ``mm4`` of `metric` (over the sets of each size present) and
+    ``score``.
 
     ``score`` is the mean of the group values present: the challenge's ranking number when all
     four groups are there. Every set in ``per_set`` must have a size in ``set_sizes``.
@@ -117,19 +118,36 @@ def summarize(
         groups.setdefault(set_sizes[name], []).append(float(metrics[metric]))
     if not groups:
         raise ValueError("no query sets to summarize")
-    summary = {f"mm{size}.{metric}": float(np.mean(groups[size])) for size in sorted(groups)}
+    summary = {group_key(size): float(np.mean(groups[size])) for size in sorted(groups)}
     summary["score"] = float(np.mean(list(summary.values())))
     return summary
+
+
+def group_key(size: int) -> str:
+    """Summary key of the group of sets with `size` modalities: ``mm1`` ... ``mm4``."""
+    return f"mm{size}"
+
+
+def metric_name(split: str, metric: str, query_set: str | None = None) -> str:
+    """DESIGN.md's tracked name: ``val/mAP100/nir_text``, ``val/score`` (MLflow's UI groups
+    charts by the prefix before the last ``/``, so one section compares the sets of a metric)."""
+    return f"{split}/{metric}" if query_set is None else f"{split}/{metric}/{query_set}"
 
 
 def metric_names(
     split: str, per_set: Mapping[str, Mapping[str, float]], summary: Mapping[str, float]
 ) -> dict[str, float]:
-    """Flatten results to DESIGN.md's names: ``val.nir_text.mAP100``, ``val.mm1.mAP100``, ..."""
+    """Flatten a result: ``val/mAP100/nir_text`` per set and metric, ``val/mm/1`` ... for the
+    groups (mAP@100), ``val/score``."""
     flat = {
-        f"{split}.{s}.{m}": float(v) for s, metrics in per_set.items() for m, v in metrics.items()
+        metric_name(split, m, s): float(v)
+        for s, metrics in per_set.items()
+        for m, v in metrics.items()
     }
-    flat.update({f"{split}.{name}": float(v) for name, v in summary.items()})
+    for size in range(1, 5):
+        if group_key(size) in summary:
+            flat[metric_name(split, "mm", str(size))] = float(summary[group_key(size)])
+    flat[metric_name(split, "score")] = float(summary["score"])
     return flat
 
 

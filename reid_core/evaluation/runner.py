@@ -165,5 +165,5 @@ def evaluate_protocol(
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """`{split}.{set}.{metric}`, `{split}.mm1.mAP100` ... `{split}.score` (DESIGN.md names)."""
+    """`{split}/{metric}/{set}`, `{split}/mm/1` ... `{split}/score` (DESIGN.md names)."""
     return metric_names(result["split"], result["sets"], result["summary"])

@@ -65,9 +65,7 @@ class ProgressCallback(Callback):
         self._print(f"epoch {epoch + 1}/{trainer.epochs}: {_fmt(logs, keys)}")
 
     def on_evaluate(self, trainer: Trainer, epoch: int, split: str, metrics: dict[str, Any]):
-        groups = " ".join(
-            f"{k.split('.')[0]}={v:.3f}" for k, v in metrics["summary"].items() if k != "score"
-        )
+        groups = " ".join(f"{k}={v:.3f}" for k, v in metrics["summary"].items() if k != "score")
         self._print(f"{split} @ epoch {epoch + 1}: score={metrics['score']:.4f} {groups}")
 
     def on_train_end(self, trainer: Trainer, status: str) -> None:

@@ -188,17 +188,15 @@ def test_summarize_groups_and_score() -> None:
     }
     sizes = {name: name.count("_") + 1 for name in per_set}
     got = summarize(per_set, sizes)
-    assert got == pytest.approx(
-        {"mm1.mAP100": 0.3, "mm2.mAP100": 0.5, "mm3.mAP100": 0.6, "mm4.mAP100": 0.9, "score": 0.575}
-    )
+    assert got == pytest.approx({"mm1": 0.3, "mm2": 0.5, "mm3": 0.6, "mm4": 0.9, "score": 0.575})
     names = metric_names("val", per_set, got)
-    assert names["val.nir_cp.mAP100"] == 0.5 and names["val.score"] == pytest.approx(0.575)
+    assert names["val/mAP100/nir_cp"] == 0.5 and names["val/score"] == pytest.approx(0.575)
 
 
 def test_summarize_missing_groups_and_unknown_set() -> None:
     got = summarize(
         {"nir": {"mAP100": 0.2}, "nir_text": {"mAP100": 0.6}}, {"nir": 1, "nir_text": 2}
     )
-    assert got["score"] == pytest.approx(0.4) and "mm3.mAP100" not in got
+    assert got["score"] == pytest.approx(0.4) and "mm3" not in got
     with pytest.raises(KeyError, match="sk"):
         summarize({"sk": {"mAP100": 0.1}}, {"nir": 1})

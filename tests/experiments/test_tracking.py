@@ -62,11 +62,11 @@ def test_metrics_cover_every_set_group_and_score(tracked):
     for split in ("val", "test"):
         for s in SETS:
             for m in SET_METRICS:
-                assert f"{split}.{s}.{m}" in metrics, f"{split}.{s}.{m}"
+                assert f"{split}/{m}/{s}" in metrics, f"{split}/{m}/{s}"
         for g in range(1, 5):
-            assert f"{split}.mm{g}.mAP100" in metrics
-        assert f"{split}.score" in metrics
-    assert metrics["test.score"] == pytest.approx(tracked.result["score"], abs=1e-12)
+            assert f"{split}/mm/{g}" in metrics
+        assert f"{split}/score" in metrics
+    assert metrics["test/score"] == pytest.approx(tracked.result["score"], abs=1e-12)
     for key in (
         "loss",
         "ce",
@@ -76,10 +76,10 @@ def test_metrics_cover_every_set_group_and_score(tracked):
         "grad_norm",
         "spikes",
         "samples_per_s",
-        "lr.head",
-        "lr.backbone",
+        "lr/head",
+        "lr/backbone",
     ):
-        assert f"train.{key}" in metrics, key
+        assert f"train/{key}" in metrics, key
 
 
 def test_artifacts_model_and_run_state(tracked):
@@ -164,10 +164,10 @@ def test_epoch_metrics_are_one_batched_call(tmp_path, micro_cfg, exp_root):
     tracker.on_epoch_end(trainer, 0, {"loss": 1.0, "ce": 0.5, "lr.head": 1e-3, "spikes": 0.0})
     assert [c[0] for c in client.calls] == ["log_batch"]
     assert {m.key for m in client.calls[0][2]["metrics"]} == {
-        "train.loss",
-        "train.ce",
-        "train.lr.head",
-        "train.spikes",
+        "train/loss",
+        "train/ce",
+        "train/lr/head",
+        "train/spikes",
     }
 
 
@@ -297,4 +297,4 @@ def test_eval_is_tracked_as_its_own_run(tracked, capsys, monkeypatch):
     run_id = capsys.readouterr().out.strip().splitlines()[-1].split()[2]
     run = mlflow.MlflowClient(tracked.uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["kind"] == "eval"
-    assert run.data.metrics["test.score"] == pytest.approx(tracked.result["score"], abs=1e-6)
+    assert run.data.metrics["test/score"] == pytest.approx(tracked.result["score"], abs=1e-6)
