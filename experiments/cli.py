@@ -24,6 +24,13 @@ _DATA = click.option(
 @_DATA
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.pt.")
+@click.option(
+    "--resume-from",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="CHECKPOINT",
+    help="Start the new run folder OUT from another run's checkpoint (its config and epoch).",
+)
 @tracking_options
 def train_cmd(
     preset: str | None,
@@ -32,6 +39,7 @@ def train_cmd(
     data_root: Path,
     out: Path,
     resume: bool,
+    resume_from: Path | None,
     no_track: bool,
     tracking_uri: str | None,
     experiment: str,
@@ -44,25 +52,43 @@ def train_cmd(
     """
     from experiments.report import print_metrics
     from experiments.run import train
+    from reid_core.training.paths import RunPaths
 
     given = preset or config_file or overrides
-    cfg = load_from_options(preset, config_file, overrides) if given or not resume else None
-    if no_track:
-        result = train(cfg, data_root, out, resume=resume)
-    else:
-        from experiments.tracking import MlflowTracker, sigterm_as_interrupt
+    continuing = resume or resume_from is not None
+    cfg = load_from_options(preset, config_file, overrides) if given or not continuing else None
+    data = None
+    if cfg is not None:  # bad data fails here, before anything is written or tracked
         from reid_core.training.setup import DataBundle
 
-        if cfg is not None:  # bad data fails here, before the tracking store is touched
-            DataBundle.load(data_root, cfg)  # memoised: train() reuses this bundle
+        data = DataBundle.load(data_root, cfg)
+    if no_track:
+        outcome = train(cfg, data_root, out, resume=resume, resume_from=resume_from, data=data)
+    else:
+        from experiments.tracking import MlflowTracker, open_store, sigterm_as_interrupt
+
+        store = open_store(tracking_uri, experiment)
+        name = f"{out.name}-{preset}" if preset and preset != out.name else out.name
         tracker = MlflowTracker(
-            cfg, data_root, out, uri=tracking_uri, experiment=experiment, model_name=model_name
+            cfg, data_root, out, store=store, run_name=name, model_name=model_name
         )
         with sigterm_as_interrupt(), tracker:
-            result = train(cfg, data_root, out, resume=resume, callbacks=[tracker])
+            outcome = train(
+                cfg,
+                data_root,
+                out,
+                resume=resume,
+                resume_from=resume_from,
+                data=data,
+                callbacks=[tracker],
+            )
+            tracker.finish(outcome)
         click.echo(tracker.summary())
-    print_metrics(result)
-    click.echo(f"wrote {out / 'metrics.json'}")
+    if outcome.finished:
+        print_metrics(outcome.result)
+    else:
+        click.echo(f"stopped: {outcome.stop_reason}; not scored on test")
+    click.echo(f"wrote {RunPaths(out).metrics}")
 
 
 @click.command("eval")

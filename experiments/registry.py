@@ -45,7 +45,7 @@ def _score(client: Any, mv: Any) -> float | None:
     if tag is not None:
         return float(tag)
     if mv.run_id:
-        value = client.get_run(mv.run_id).data.metrics.get("test.score")
+        value = client.get_run(mv.run_id).data.metrics.get("test/score")
         return None if value is None else float(value)
     return None
 

@@ -1,20 +1,25 @@
 """One experiment: `train` (val during training, test once at the end) and `eval`.
 
-Everything a run writes lives under its `--out` folder: `config.yaml`, `checkpoints/`,
-`history.jsonl` and `metrics.json`. Trackers join through `callbacks`.
+Everything a run writes lives under its `--out` folder (`reid_core.training.paths.RunPaths`).
+Trackers join through `callbacks`, and whoever runs `train` finishes them with its outcome.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reid_core.config import ReidConfig, to_dict, to_yaml, validate_tree
 from reid_core.errors import CheckpointError, ReidError
 from reid_core.fileio import atomic_path
 from reid_core.training.callbacks import Callback
+from reid_core.training.paths import RunPaths
+
+if TYPE_CHECKING:  # torch comes with it: `reid --help` imports this module's callers only
+    from reid_core.training.setup import DataBundle
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -23,16 +28,22 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
 
 
-def _check_out(out: Path, resume: bool) -> Path:
-    last = out / "checkpoints" / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise CheckpointError(f"{last}: no checkpoint to resume from")
-    elif last.exists():
-        raise ReidError(f"{out} already holds a run; pass --resume or choose another --out")
+def _check_out(paths: RunPaths, resume: bool, resume_from: Path | None) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to overwrite a run."""
+    out = paths.out
     if out.exists() and not out.is_dir():
         raise ReidError(f"--out {out} is a file, not a folder")
-    return last
+    if resume and resume_from is not None:
+        raise ReidError("give --resume (continue OUT) or --resume-from PATH, not both")
+    if resume:
+        if not paths.last.is_file():
+            raise CheckpointError(f"{paths.last}: no checkpoint to resume from")
+        return paths.last
+    if paths.last.exists():
+        raise ReidError(f"{out} already holds a run; pass --resume or choose another --out")
+    if resume_from is not None and not Path(resume_from).is_file():
+        raise CheckpointError(f"{resume_from}: no checkpoint to resume from")
+    return Path(resume_from) if resume_from is not None else None
 
 
 def resume_config(state: dict[str, Any], cfg: ReidConfig | None) -> ReidConfig:
@@ -49,46 +60,88 @@ def resume_config(state: dict[str, Any], cfg: ReidConfig | None) -> ReidConfig:
     return cfg
 
 
+@dataclass
+class RunOutcome:
+    """What a training run ended with. `result` is what `OUT/metrics.json` holds: the test
+    metrics of a finished run, the val state of a stopped one (a stopped run is not scored on
+    test: pruning and other stop requests must not touch the test split)."""
+
+    status: str  # "finished" or "stopped"
+    paths: RunPaths
+    data: DataBundle
+    model: Any  # the weights `result` was scored with (best-on-val for a finished run)
+    device: Any
+    result: dict[str, Any]
+    stop_reason: str | None = None
+    resumed_from_epoch: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
+
+
 def train(
     cfg: ReidConfig | None,
     data_root: Path,
     out: Path,
     *,
     resume: bool = False,
+    resume_from: Path | None = None,
+    data: DataBundle | None = None,
     callbacks: Sequence[Callback] = (),
     load_pretrained: bool = True,
-) -> dict[str, Any]:
-    """Train, score the best-on-val weights on test, write `metrics.json`; returns the result."""
+) -> RunOutcome:
+    """Train into `out`; a finished run is scored once on test with its best-on-val weights.
+
+    `resume` continues `out` from its own last checkpoint; `resume_from` starts the new run
+    folder `out` from another run's checkpoint (a retried study trial). `data`, when given and
+    built for the same root and config, is used instead of loading the dataset again.
+    """
     from reid_core.training.checkpoint import load_checkpoint, load_model_state
     from reid_core.training.hooks import CheckpointCallback, HistoryCallback, ProgressCallback
     from reid_core.training.setup import DataBundle, build_trainer
 
-    out = Path(out)
-    last = _check_out(out, resume)
-    state = load_checkpoint(last) if resume else None
+    paths = RunPaths(Path(out))
+    source = _check_out(paths, resume, resume_from)
+    state = load_checkpoint(source) if source is not None else None
     if state is not None:
         cfg = resume_config(state, cfg)
     assert cfg is not None
-    data = DataBundle.load(Path(data_root), cfg)  # validates the data before anything is written
+    if data is None or not data.fits(Path(data_root), cfg):
+        data = DataBundle.load(Path(data_root), cfg)  # validates the data before any write
     extra = {"config": to_dict(cfg), "train_pids": list(data.splits.train)}
-    ckpt = CheckpointCallback(out / "checkpoints", cfg.train.checkpoint_every, extra)
-    hooks = [ProgressCallback(cfg.train.log_every), ckpt, HistoryCallback(out / "history.jsonl")]
+    ckpt = CheckpointCallback(paths, cfg.train.checkpoint_every, extra)
+    hooks = [ProgressCallback(cfg.train.log_every), ckpt, HistoryCallback(paths.history)]
     trainer = build_trainer(cfg, data, [*hooks, *callbacks], load_pretrained=load_pretrained)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    paths.out.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(to_yaml(cfg), encoding="utf-8")
     if state is not None:
-        load_model_state(trainer.model, state["model"], str(last))
+        load_model_state(trainer.model, state["model"], str(source))
         trainer.load_state_dict(state)
         ckpt.best = state.get("best_val_score")
-    trainer.fit()
-    if ckpt.best_path.is_file():
-        best = load_checkpoint(ckpt.best_path)
-        load_model_state(trainer.model, best["model"], str(ckpt.best_path))
-    test = trainer.evaluate("test")
-    result = {**test, "val": trainer.last_metrics.get("val"), "best_val_score": ckpt.best}
-    result["checkpoint"] = str(ckpt.best_path if ckpt.best_path.is_file() else ckpt.last)
-    write_json(out / "metrics.json", result)
-    return result
+    resumed_from = trainer.state.epoch
+    status = trainer.fit()
+    val = trainer.last_metrics.get("val")
+    result: dict[str, Any] = {"status": status, "val": val, "best_val_score": ckpt.best}
+    if status == "finished":
+        if paths.best.is_file():
+            best = load_checkpoint(paths.best)
+            load_model_state(trainer.model, best["model"], str(paths.best))
+        result = {**trainer.evaluate("test"), **result}
+    else:
+        result.update(stop_reason=trainer.stop_reason, epoch=trainer.state.epoch)
+    result["checkpoint"] = str(paths.final_checkpoint())
+    write_json(paths.metrics, result)
+    return RunOutcome(
+        status,
+        paths,
+        data,
+        trainer.model,
+        trainer.device,
+        result,
+        trainer.stop_reason,
+        resumed_from,
+    )
 
 
 def evaluate(
@@ -120,5 +173,5 @@ def evaluate(
     )
     result["checkpoint"] = str(checkpoint) if checkpoint else None
     if out is not None:
-        write_json(Path(out) / "metrics.json", result)
+        write_json(RunPaths(Path(out)).metrics, result)
     return result

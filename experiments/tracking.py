@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from experiments.store import (  # noqa: F401 (re-exported: the store is part of
     resolve_uri,
 )
 from reid_core.training.callbacks import Callback
+from reid_core.training.paths import RunPaths
 
 DEFAULT_MODEL_NAME = "omnireid"
 _PACKAGES = ("omnireid", "torch", "torchvision", "open_clip_torch", "mlflow", "numpy")
@@ -119,8 +120,11 @@ def train_metric_names(logs: dict[str, float]) -> dict[str, float]:
 class MlflowTracker(Callback):
     """Logs one training run to MLflow (see the module docstring).
 
-    Use as a context manager around `experiments.run.train` so a crash after training (during
-    the test evaluation or the model upload) still ends the run FAILED, never RUNNING.
+    The run opens at `on_train_start`; `finish(outcome)` ends it: for a finished run it logs
+    the plots, checkpoint and pyfunc model (registered under `model_name`, unless None), for a
+    stopped one only why it stopped. Use it as a context manager around `experiments.run.train`
+    and `finish`, so a crash anywhere still ends the run FAILED (KILLED when interrupted),
+    never RUNNING.
     """
 
     def __init__(
@@ -129,31 +133,31 @@ class MlflowTracker(Callback):
         data_root: Path,
         out: Path,
         *,
-        uri: str | None = None,
-        experiment: str = DEFAULT_EXPERIMENT,
+        store: Store,
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
         model_name: str | None = DEFAULT_MODEL_NAME,
         log_model: bool = True,
         plots: bool = True,
+        on_start: Callable[[str], None] | None = None,
     ) -> None:
-        t0 = time.perf_counter()
         self.cfg = cfg
         self.data_root = Path(data_root)
-        self.out = Path(out)
-        self.store = open_store(uri, experiment)
-        self.run_name = run_name or self.out.name
+        self.paths = RunPaths(Path(out))
+        self.store = store
+        self.run_name = run_name or self.paths.out.name
         self.extra_tags = dict(tags or {})
         self.parent_run_id = parent_run_id
         self.model_name = model_name
         self.log_model = log_model
         self.plots = plots
+        self.on_start = on_start  # told the run id as soon as the run exists
         self.run_id: str | None = None  # while the run is open
         self.logged_run_id: str | None = None
         self.model_version: str | None = None
-        # Time spent tracking (store, hooks, artifacts, model): the overhead `summary` reports.
-        self.seconds = time.perf_counter() - t0
+        # Time spent tracking (hooks, artifacts, model): the overhead `summary` reports.
+        self.seconds = 0.0
 
     @property
     def client(self) -> Any:
@@ -167,13 +171,14 @@ class MlflowTracker(Callback):
         from reid_core.data.index import build_index
 
         if self.cfg is None:  # a resumed run: experiments.run wrote the resolved config
-            self.cfg = validate_tree(file_dict(self.out / "config.yaml"), "run config")
+            self.cfg = validate_tree(file_dict(self.paths.config), "run config")
+        index = build_index(self.data_root)
         tags = {
-            "dataset.digest": build_index(self.data_root).digest,
+            "dataset.digest": index.digest,
             "dataset.root": str(self.data_root.resolve()),
             "config.hash": config_hash(self.cfg),
             "device": str(trainer.device),
-            "out": str(self.out.resolve()),
+            "out": str(self.paths.out.resolve()),
             **package_versions(),
             **self.extra_tags,
         }
@@ -185,7 +190,10 @@ class MlflowTracker(Callback):
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = self.client.create_run(self.store.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = self.logged_run_id = run.info.run_id
+        if self.on_start is not None:
+            self.on_start(self.run_id)
         log_params(self.client, self.run_id, flatten(self.cfg))
+        self.client.log_inputs(self.run_id, datasets=[dataset_input(self.data_root, index)])
         self.client.log_text(self.run_id, to_yaml(self.cfg), "config.yaml")
         if diff is not None:
             self.client.log_text(self.run_id, diff, "git/diff.patch")
@@ -206,8 +214,6 @@ class MlflowTracker(Callback):
         self.client.log_text(self.run_id, metric_table_csv(metrics), f"metrics/{name}.csv")
         tag = "protocol" if split == "test" else f"protocol.{split}"
         self.client.set_tag(self.run_id, tag, metrics["protocol"])
-        if split == "test":
-            self._finish_test(trainer, metrics)
         self.seconds += time.perf_counter() - t0
 
     def on_train_end(self, trainer: Any, status: str) -> None:
@@ -215,59 +221,54 @@ class MlflowTracker(Callback):
             self.client.set_tag(self.run_id, "stop_reason", trainer.stop_reason)
         if status in ("failed", "interrupted"):
             self.end("KILLED" if status == "interrupted" else "FAILED")
-        # finished/stopped: the run stays open for the test evaluation that follows
+        # finished/stopped: the run stays open until `finish`
 
     # ---------------------------------------------------------------------------- ending
-    def _finish_test(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def finish(self, outcome: Any, tags: dict[str, str] | None = None) -> None:
+        """End the run with the outcome of `experiments.run.train`: a finished run gets its
+        test plots, checkpoint and model; a stopped one its tags. Ends FINISHED."""
+        if self.run_id is None:
+            return
+        t0 = time.perf_counter()
+        for key, value in (tags or {}).items():
+            self.client.set_tag(self.run_id, key, value)
+        if outcome.finished:
+            self._finish_test(outcome)
+        self.end("FINISHED")
+        self.seconds += time.perf_counter() - t0
+
+    def _finish_test(self, outcome: Any) -> None:
         import mlflow
 
         if self.plots:
-            self._log_plots(trainer, metrics)
-        self._log_checkpoint()
-        self.client.set_tag(self.run_id, "test.score", f"{metrics['score']:.6f}")
+            self._log_plots(outcome)
+        final = outcome.paths.final_checkpoint()
+        if final.is_file():
+            self.client.log_artifact(self.run_id, str(final), "checkpoints")
+        score = f"{outcome.result['score']:.6f}"
+        self.client.set_tag(self.run_id, "test.score", score)
         if not self.log_model:
-            self.end("FINISHED")
             return
         from experiments.pyfunc import log_pyfunc
 
         nested = mlflow.active_run() is not None
-        with mlflow.start_run(
-            run_id=self.run_id, nested=nested
-        ):  # ends the run FINISHED (FAILED on error)
-            info = log_pyfunc(trainer.model, self.cfg, self.model_name)
+        with mlflow.start_run(run_id=self.run_id, nested=nested):  # ends it FINISHED
+            info = log_pyfunc(outcome.model, self.cfg, self.model_name)
         self.run_id, run_id = None, self.run_id
         version = getattr(info, "registered_model_version", None)
         if self.model_name and version is not None:
             self.model_version = str(version)
-            self._tag_version(run_id, metrics)
+            tag_version(self.client, self.model_name, self.model_version, run_id)
 
-    def _tag_version(self, run_id: str, metrics: dict[str, Any]) -> None:
-        run = self.client.get_run(run_id)
-        for key in ("dataset.digest", "protocol", "config.hash", "git.commit"):
-            if key in run.data.tags:
-                self.client.set_model_version_tag(
-                    self.model_name, self.model_version, key, run.data.tags[key]
-                )
-        self.client.set_model_version_tag(
-            self.model_name, self.model_version, "test.score", f"{metrics['score']:.6f}"
-        )
-
-    def _log_checkpoint(self) -> None:
-        ckpt = self.out / "checkpoints"
-        final = ckpt / "best.pt" if (ckpt / "best.pt").is_file() else ckpt / "last.pt"
-        if final.is_file():
-            self.client.log_artifact(self.run_id, str(final), "checkpoints")
-
-    def _log_plots(self, trainer: Any, metrics: dict[str, Any]) -> None:
+    def _log_plots(self, outcome: Any) -> None:
         from experiments.artifacts import cmc_curves, plot_cmc, plot_map_bars
-        from reid_core.training.setup import DataBundle
 
-        data = DataBundle.load(self.data_root, self.cfg)  # memoised: the run's own bundle
+        data = outcome.data
         curves = cmc_curves(
-            trainer.model, data.index.root, data.test, self.cfg.data, self.cfg.eval, trainer.device
+            outcome.model, data.index.root, data.test, self.cfg.data, self.cfg.eval, outcome.device
         )
         with tempfile.TemporaryDirectory() as tmp:
-            plot_map_bars(metrics, Path(tmp) / "test_map_by_set.png")
+            plot_map_bars(outcome.result, Path(tmp) / "test_map_by_set.png")
             plot_cmc(curves, Path(tmp) / "test_cmc.png")
             self.client.log_artifacts(self.run_id, tmp, "plots")
 
@@ -279,11 +280,14 @@ class MlflowTracker(Callback):
         self.client.set_terminated(run_id, status)
 
     def summary(self) -> str:
-        """One line: where the run is and which model version it registered."""
+        """One line: where the run is, how to open it, and which model version it registered."""
         text = f"mlflow run {self.logged_run_id} in {self.store.uri}"
         if self.model_version:
             text += f"; registered {self.model_name} version {self.model_version}"
-        return text + f"; tracking took {self.seconds:.1f} s"
+        text += f"; tracking took {self.seconds:.1f} s"
+        if self.logged_run_id:
+            text += f"\nopen: {run_link(self.store, self.logged_run_id)}"
+        return text
 
     def __enter__(self) -> MlflowTracker:
         return self
@@ -293,6 +297,44 @@ class MlflowTracker(Callback):
             self.end("FINISHED")
         else:
             self.end("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+
+def tag_version(client: Any, name: str, version: str, run_id: str) -> None:
+    """Copy the run's identity (data, protocol, config, commit, test score) onto its version:
+    promotion compares versions by these tags."""
+    run = client.get_run(run_id)
+    for key in ("dataset.digest", "protocol", "config.hash", "git.commit", "test.score"):
+        if key in run.data.tags:
+            client.set_model_version_tag(name, version, key, run.data.tags[key])
+
+
+def dataset_input(root: Path, index: Any) -> Any:
+    """The data root as an MLflow dataset input (name, digest, source): the runs table's
+    Dataset column."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    root = Path(root).resolve()
+    dataset = Dataset(
+        name=root.name, digest=index.digest[:12], source_type="local", source=root.as_uri()
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+UI_RUNS_VIEW = "runs?workflowType=machine_learning"  # the training runs, not the GenAI overview
+
+
+def ui_base(store: Store, ui_address: str = "http://127.0.0.1:5000") -> str:
+    """Where a browser opens this store: the server itself, or `reid ui` for a local store."""
+    return ui_address if is_local(store.uri) else store.uri.rstrip("/")
+
+
+def experiment_link(store: Store) -> str:
+    return f"{ui_base(store)}/#/experiments/{store.experiment_id}/{UI_RUNS_VIEW}"
+
+
+def run_link(store: Store, run_id: str) -> str:
+    link = f"{ui_base(store)}/#/experiments/{store.experiment_id}/runs/{run_id}"
+    return link + ("  (start the UI with: reid ui)" if is_local(store.uri) else "")
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from reid_core.progress import is_interactive
 from reid_core.training.callbacks import Callback
 from reid_core.training.checkpoint import save_checkpoint
 from reid_core.training.engine import Trainer
+from reid_core.training.paths import RunPaths
 
 
 def _fmt(logs: dict[str, float], keys: tuple[str, ...]) -> str:
@@ -77,19 +78,19 @@ class ProgressCallback(Callback):
 class CheckpointCallback(Callback):
     """`last.pt` every `every` epochs (atomic) and `best.pt` when the val score improves."""
 
-    def __init__(self, directory: Path, every: int, extra: dict[str, Any]) -> None:
-        self.directory = Path(directory)
+    def __init__(self, paths: RunPaths, every: int, extra: dict[str, Any]) -> None:
+        self.paths = paths
         self.every = every
         self.extra = extra  # config, label map...: plain data stored with every checkpoint
         self.best: float | None = None
 
     @property
     def last(self) -> Path:
-        return self.directory / "last.pt"
+        return self.paths.last
 
     @property
     def best_path(self) -> Path:
-        return self.directory / "best.pt"
+        return self.paths.best
 
     def _due(self, trainer: Trainer, epoch: int) -> bool:
         return (epoch + 1) % self.every == 0 or epoch + 1 == trainer.epochs

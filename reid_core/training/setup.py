@@ -49,32 +49,37 @@ def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Opti
     return optimizer, names
 
 
-_BUNDLES: dict[tuple[Any, ...], DataBundle] = {}
-
-
 @dataclass
 class DataBundle:
-    """The index, identity splits and protocols of one dataset under one config."""
+    """The index, identity splits and protocols of one dataset under one config.
+
+    Build it once and pass it on: the CLI's early data check, the run and the tracker's plots
+    share one bundle, and a study worker reuses it for every trial whose `data`/`eval` sections
+    are the same (`fits`).
+    """
 
     index: DatasetIndex
     splits: Splits
     val: Protocol
     test: Protocol
+    key: tuple[Any, ...] = ()  # what the bundle is a pure function of
 
     @classmethod
     def load(cls, root: Path, cfg: ReidConfig) -> DataBundle:
-        """Memoised: splits and protocols are pure functions of the index content and the
-        `data`/`eval` sections, so the CLI, the run and the tracker share one bundle."""
         index = build_index(root)  # memoised itself, and rebuilt when the tree changes
-        key = (str(index.root), index.digest, cfg.data, cfg.eval)
-        if key not in _BUNDLES:
-            splits = make_splits(index, cfg.data)
-            seed = cfg.data.split_seed
-            val = resolve_protocol(index, "val", splits, cfg.eval, seed)
-            test = resolve_protocol(index, "test", splits, cfg.eval, seed)
-            _BUNDLES.clear()  # one dataset at a time: keep memory bounded
-            _BUNDLES[key] = cls(index, splits, val, test)
-        return _BUNDLES[key]
+        splits = make_splits(index, cfg.data)
+        seed = cfg.data.split_seed
+        val = resolve_protocol(index, "val", splits, cfg.eval, seed)
+        test = resolve_protocol(index, "test", splits, cfg.eval, seed)
+        return cls(index, splits, val, test, cls._key(index, cfg))
+
+    @staticmethod
+    def _key(index: DatasetIndex, cfg: ReidConfig) -> tuple[Any, ...]:
+        return (str(index.root), index.digest, cfg.data, cfg.eval)
+
+    def fits(self, root: Path, cfg: ReidConfig) -> bool:
+        """Whether this bundle is what `load(root, cfg)` would build now."""
+        return self.key == self._key(build_index(root), cfg)
 
     def protocol(self, split: str) -> Protocol:
         return {"val": self.val, "test": self.test}[split]

@@ -43,7 +43,7 @@ def exp_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tracked(tmp_path_factory, exp_root) -> TrackedRun:
     from experiments.run import train
-    from experiments.tracking import MlflowTracker
+    from experiments.tracking import MlflowTracker, open_store
     from reid_core.config import load_config
 
     home = tmp_path_factory.mktemp("exp-home")
@@ -53,8 +53,10 @@ def tracked(tmp_path_factory, exp_root) -> TrackedRun:
     os.chdir(home)  # the store's defaults are relative to the cwd, as in `reid train`
     try:
         out = home / "runs" / "tracked"
-        with MlflowTracker(cfg, exp_root, out, uri=uri) as tracker:
-            result = train(cfg, exp_root, out, callbacks=[tracker])
+        with MlflowTracker(cfg, exp_root, out, store=open_store(uri)) as tracker:
+            outcome = train(cfg, exp_root, out, callbacks=[tracker])
+            tracker.finish(outcome)
+        result = outcome.result
     finally:
         os.chdir(before)
     assert tracker.logged_run_id and tracker.model_version == "1"

@@ -30,7 +30,7 @@ def _candidate(client, tracked, name, score, digest=None):
         "protocol": "unordered15",
     }
     run = client.create_run(tracked.experiment_id, tags=tags)
-    client.log_metric(run.info.run_id, "test.score", score)
+    client.log_metric(run.info.run_id, "test/score", score)
     client.set_terminated(run.info.run_id)
     if not client.search_registered_models(f"name = '{name}'"):
         client.create_registered_model(name)
@@ -41,7 +41,7 @@ def _candidate(client, tracked, name, score, digest=None):
 def test_list_and_promote_end_to_end(tracked, capsys, monkeypatch):
     monkeypatch.chdir(tracked.home)
     client = _client(tracked.uri)
-    base = client.get_run(tracked.run_id).data.metrics["test.score"]
+    base = client.get_run(tracked.run_id).data.metrics["test/score"]
     name, uri = "omnireid-reg", ["--tracking-uri", tracked.uri, "--name", "omnireid-reg"]
     v1, _ = _candidate(client, tracked, name, base)
     assert main(["models", "promote", *uri]) == 0
@@ -178,6 +178,6 @@ def test_champion_in_fresh_process_reproduces_test_score(champion):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    logged = _client(champion.uri).get_run(champion.run_id).data.metrics["test.score"]
+    logged = _client(champion.uri).get_run(champion.run_id).data.metrics["test/score"]
     assert got["protocol"] == "unordered15"
     assert got["score"] == pytest.approx(logged, abs=1e-4)

@@ -134,13 +134,15 @@ class _FakeClient:
 
 def _tracker(tmp_path, micro_cfg, exp_root):
     from experiments.tracking import MlflowTracker, Store
+    from reid_core.training.paths import RunPaths
 
     tracker = MlflowTracker.__new__(MlflowTracker)  # no store: a recording fake client
     client = _FakeClient()
     vars(tracker).update(
         cfg=micro_cfg,
         data_root=exp_root,
-        out=tmp_path,
+        paths=RunPaths(tmp_path),
+        on_start=None,
         store=Store("fake", "0", client),
         run_name="t",
         extra_tags={},
@@ -193,7 +195,7 @@ def test_real_crash_leaves_no_running_run(tmp_path, monkeypatch, exp_root):
     import mlflow
 
     from experiments.run import train
-    from experiments.tracking import MlflowTracker
+    from experiments.tracking import MlflowTracker, open_store
     from reid_core.config import load_config
     from reid_core.training.callbacks import Callback
 
@@ -206,7 +208,7 @@ def test_real_crash_leaves_no_running_run(tmp_path, monkeypatch, exp_root):
     cfg = load_config(preset="micro", overrides=["train.epochs=1", "train.max_steps_per_epoch=1"])
     with (
         pytest.raises(RuntimeError, match="boom"),
-        MlflowTracker(cfg, exp_root, tmp_path / "run", uri=uri) as tracker,
+        MlflowTracker(cfg, exp_root, tmp_path / "run", store=open_store(uri)) as tracker,
     ):
         train(cfg, exp_root, tmp_path / "run", callbacks=[tracker, Boom()])
     run = mlflow.MlflowClient(uri).get_run(tracker.logged_run_id)
@@ -298,3 +300,24 @@ def test_eval_is_tracked_as_its_own_run(tracked, capsys, monkeypatch):
     run = mlflow.MlflowClient(tracked.uri).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["kind"] == "eval"
     assert run.data.metrics["test/score"] == pytest.approx(tracked.result["score"], abs=1e-6)
+
+
+def test_data_root_is_the_runs_dataset_input(tracked):
+    import mlflow
+
+    from reid_core.data.index import build_index
+
+    run = mlflow.MlflowClient(tracked.uri).get_run(tracked.run_id)
+    (logged,) = run.inputs.dataset_inputs
+    assert logged.dataset.name == tracked.root.name
+    assert logged.dataset.digest == build_index(tracked.root).digest[:12]
+    assert logged.dataset.source == tracked.root.resolve().as_uri()
+
+
+def test_links_open_the_training_runs_view():
+    from experiments.tracking import Store, experiment_link, run_link
+
+    local = Store("sqlite:///mlflow.db", "3", None)
+    assert experiment_link(local).endswith("/#/experiments/3/runs?workflowType=machine_learning")
+    server = Store("http://10.0.0.5:5000/", "3", None)
+    assert run_link(server, "abc") == "http://10.0.0.5:5000/#/experiments/3/runs/abc"

@@ -20,7 +20,7 @@ def _cfg(*overrides):
 
 def test_train_writes_run_folder_and_metrics(synth_root, micro_overrides, tmp_path):
     out = tmp_path / "run"
-    result = train(_cfg(*micro_overrides), synth_root, out)
+    result = train(_cfg(*micro_overrides), synth_root, out).result
     assert (out / "checkpoints" / "last.pt").is_file() and (
         out / "checkpoints" / "best.pt"
     ).is_file()
@@ -55,8 +55,8 @@ def test_train_writes_run_folder_and_metrics(synth_root, micro_overrides, tmp_pa
 
 
 def test_same_seed_same_metrics(synth_root, micro_overrides, tmp_path):
-    a = train(_cfg(*micro_overrides), synth_root, tmp_path / "a")
-    b = train(_cfg(*micro_overrides), synth_root, tmp_path / "b")
+    a = train(_cfg(*micro_overrides), synth_root, tmp_path / "a").result
+    b = train(_cfg(*micro_overrides), synth_root, tmp_path / "b").result
     assert a["score"] == b["score"] and a["sets"] == b["sets"]
 
 
@@ -68,12 +68,38 @@ class _Interrupt(Callback):
 
 def test_resume_reaches_same_final_metrics(synth_root, micro_overrides, tmp_path):
     cfg = _cfg(*micro_overrides, "train.eval_every=2")
-    whole = train(cfg, synth_root, tmp_path / "whole")
+    whole = train(cfg, synth_root, tmp_path / "whole").result
     with pytest.raises(KeyboardInterrupt):
         train(cfg, synth_root, tmp_path / "cut", callbacks=[_Interrupt()])
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
-    resumed = train(None, synth_root, tmp_path / "cut", resume=True)
+    resumed = train(None, synth_root, tmp_path / "cut", resume=True).result
     assert resumed["score"] == whole["score"] and resumed["sets"] == whole["sets"]
+    # A retried study trial: a new run folder started from another run's checkpoint.
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    moved = train(None, synth_root, tmp_path / "retry", resume_from=last)
+    assert moved.resumed_from_epoch == 2 and moved.result["score"] == whole["score"]
+
+
+class _StopAfterVal(Callback):
+    def on_evaluate(self, trainer, epoch, split, metrics):
+        if split == "val":
+            trainer.request_stop("enough")
+
+
+def test_stopped_run_is_not_scored_on_test(synth_root, micro_overrides, tmp_path):
+    seen = []
+
+    class Splits(Callback):
+        def on_evaluate(self, trainer, epoch, split, metrics):
+            seen.append(split)
+
+    outcome = train(
+        _cfg(*micro_overrides), synth_root, tmp_path / "s", callbacks=[_StopAfterVal(), Splits()]
+    )
+    assert outcome.status == "stopped" and outcome.stop_reason == "enough"
+    assert seen == ["val"] and "score" not in outcome.result
+    saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert saved["status"] == "stopped" and saved["stop_reason"] == "enough"
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(
@@ -210,7 +236,7 @@ def test_micro_training_raises_the_score(tmp_path):
     synthesize(root, identities=40, seed=0, size=(64, 32))
     cfg = _cfg("train.epochs=8", "train.eval_every=8", "data.test_share=0.4")
     before = evaluate(cfg, root, checkpoint=None, split="test", out=None)["score"]
-    after = train(cfg, root, tmp_path / "learn")["score"]
+    after = train(cfg, root, tmp_path / "learn").result["score"]
     assert after > before + 0.05, (before, after)
 
 
