@@ -143,7 +143,9 @@ def _format_error(exc: ValidationError, tree: Mapping[str, Any]) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        value = get_dotted(tree, loc, None) if loc else None
+        # pydantic's own `input` is the offending value, also inside lists (`data.modalities.1`),
+        # which a dotted lookup in the tree cannot reach
+        value = err["input"] if "input" in err else get_dotted(tree, loc, None) if loc else None
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parent = loc.rpartition(".")[0]
