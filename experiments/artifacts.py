@@ -87,6 +87,20 @@ def cmc_curves(
     return out
 
 
+def cmc_from_embeddings(embeddings: Any, max_rank: int = 20) -> dict[str, np.ndarray]:
+    """`cmc_curves` from the embeddings an evaluation already computed
+    (`evaluate_protocol(..., return_embeddings=True)`): no second encoding pass."""
+    g = embeddings.gallery.float().numpy()
+    gids = embeddings.gallery_ids.numpy()
+    limit = min(max_rank, len(gids))
+    out = {}
+    for key, (q_emb, q_ids) in embeddings.sets.items():
+        if len(q_ids):
+            sim = q_emb.float().numpy() @ g.T
+            out[key] = cmc(first_positive_ranks(sim, q_ids.numpy(), gids), limit)
+    return out
+
+
 # -------------------------------------------------------------------------------------- plots
 def _pyplot() -> Any:
     import matplotlib

@@ -110,6 +110,20 @@ def train_cmd(
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write OUT/metrics.json."
 )
+@click.option(
+    "--rank-lists",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="N",
+    help="Draw ranklist_<set>.png (single sets and the quadruple) for N seeded queries each, "
+    "into --rank-lists-dir, else OUT; tracked, also logged under plots/.",
+)
+@click.option(
+    "--rank-lists-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the rank-list pictures (default: OUT).",
+)
 @tracking_options
 def eval_cmd(
     preset: str | None,
@@ -120,6 +134,8 @@ def eval_cmd(
     protocol: str | None,
     split: str,
     out: Path | None,
+    rank_lists: int,
+    rank_lists_dir: Path | None,
     no_track: bool,
     tracking_uri: str | None,
     experiment: str,
@@ -133,6 +149,9 @@ def eval_cmd(
 
     if checkpoint is None and not (preset or config_file):
         raise ReidError("give --checkpoint PATH, or --preset/--config to score an untrained model")
+    pictures = rank_lists_dir or out
+    if rank_lists and pictures is None and no_track:
+        raise ReidError("--rank-lists N needs --out or --rank-lists-dir (or tracking) to go to")
     if checkpoint is not None:
         cfg = validate_tree(load_checkpoint(checkpoint)["config"], f"{checkpoint} config")
         if overrides:
@@ -148,12 +167,27 @@ def eval_cmd(
         from experiments.tracking import open_store
 
         store = open_store(tracking_uri, experiment)  # fail fast, before the evaluation
-    result = evaluate(cfg, data_root, checkpoint=checkpoint, split=split, out=out)
+    if rank_lists:
+        from experiments.ranklist import evaluate_with_embeddings, log_rank_lists, write_rank_lists
+
+        result, emb, proto, root = evaluate_with_embeddings(
+            cfg, data_root, checkpoint=checkpoint, split=split, out=out
+        )
+    else:
+        result = evaluate(cfg, data_root, checkpoint=checkpoint, split=split, out=out)
     print_metrics(result)
+    if rank_lists and pictures is not None:
+        files = write_rank_lists(emb, proto, root, pictures, rank_lists, cfg.train.seed)
+        click.echo(f"wrote {len(files)} rank list(s) to {pictures}")
     if store is not None:
         from experiments.tracking import log_evaluation
 
         run_id = log_evaluation(store, cfg, data_root, result, checkpoint)
+        if rank_lists:
+            logged = log_rank_lists(
+                store.client, run_id, emb, proto, root, rank_lists, cfg.train.seed
+            )
+            click.echo(f"logged {len(logged)} rank list(s) under plots/")
         click.echo(f"mlflow run {run_id} in {store.uri}")
 
 

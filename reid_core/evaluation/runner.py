@@ -7,8 +7,9 @@ RGB images alone. Per set: mAP, mAP@k, mINP, R1/R5/R10; groups MM1..MM4 and `sco
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +122,7 @@ class ProtocolEncoder:
         return self.fuse(feats, qs.modalities), ids
 
 
+@overload
 def evaluate_protocol(
     model: OmniReID,
     root: Path,
@@ -129,8 +131,42 @@ def evaluate_protocol(
     eval_cfg: EvalConfig,
     device: torch.device,
     split: str,
-) -> dict[str, Any]:
-    """Score `model` on `protocol`; returns per-set metrics, groups, score and the protocol name."""
+    *,
+    return_embeddings: Literal[False] = False,
+) -> dict[str, Any]: ...
+
+
+@overload
+def evaluate_protocol(
+    model: OmniReID,
+    root: Path,
+    protocol: Protocol,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    device: torch.device,
+    split: str,
+    *,
+    return_embeddings: Literal[True],
+) -> tuple[dict[str, Any], EvalEmbeddings]: ...
+
+
+def evaluate_protocol(
+    model: OmniReID,
+    root: Path,
+    protocol: Protocol,
+    data_cfg: DataConfig,
+    eval_cfg: EvalConfig,
+    device: torch.device,
+    split: str,
+    *,
+    return_embeddings: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], EvalEmbeddings]:
+    """Score `model` on `protocol`; returns per-set metrics, groups, score and the protocol name.
+
+    With `return_embeddings`, returns `(result, EvalEmbeddings)`: the same JSON-ready result plus
+    the gallery and per-set query embeddings it was computed from (rank lists and CMC curves are
+    drawn from those, without encoding again).
+    """
     was_training = model.training
     model.eval()
     try:
@@ -138,7 +174,10 @@ def evaluate_protocol(
         g_emb, g_ids = enc.gallery(protocol)
         per_set: dict[str, dict[str, float]] = {}
         empty = []
+        kept: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for qs, (q_emb, q_ids) in zip(protocol.sets, enc.queries(protocol), strict=True):
+            if return_embeddings:
+                kept[qs.key] = (q_emb.float().cpu(), q_ids.cpu())
             if not bool(torch.isin(q_ids, g_ids).any()):
                 empty.append(qs.key)  # no query of this set has a positive: nothing to rank
                 continue
@@ -153,7 +192,7 @@ def evaluate_protocol(
     finally:
         model.train(was_training)
     summary = summarize(per_set, {qs.key: qs.size for qs in protocol.sets})
-    return {
+    result = {
         "split": split,
         "protocol": protocol.name,
         "gallery_size": len(protocol.gallery),
@@ -162,6 +201,19 @@ def evaluate_protocol(
         "summary": summary,
         "score": summary["score"],
     }
+    if return_embeddings:
+        return result, EvalEmbeddings(g_emb.float().cpu(), g_ids.cpu(), kept)
+    return result
+
+
+@dataclass
+class EvalEmbeddings:
+    """What an evaluation ranked: L2-normalised gallery rows (protocol.gallery order) and, per
+    set key, the query embeddings and ids (the set's query order). Tensors on the CPU."""
+
+    gallery: torch.Tensor  # [G, D]
+    gallery_ids: torch.Tensor  # [G]
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor]]  # key -> ([Q, D], [Q])
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
