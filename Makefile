@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: install demo ui test test-fast lint bench clean
+.PHONY: install demo ui test test-fast lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,11 +41,12 @@ lint: $(STAMP)
 	$(BIN)/mypy reid_core
 	$(BIN)/lint-imports
 
+# Every bench in bench/ (bench/run_all.py's registry); rewrites the table in docs/BENCHMARKS.md.
 bench: $(STAMP)
-	$(BIN)/python bench/index_bench.py
-	$(BIN)/python bench/metrics_bench.py
-	$(BIN)/python bench/lora_bench.py
-	$(BIN)/python bench/tracking_bench.py
+	$(BIN)/python bench/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache

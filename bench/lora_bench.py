@@ -174,6 +174,7 @@ def main() -> None:
         f"{'target':>7}{'GFLOP':>8}{'MFU':>6}"
     )
     print(head)
+    results = []
     for size in args.sizes.split(","):
         reps = args.tiny_reps if size == "cpu-tiny" else args.reps
         for freeze in (False, True):
@@ -182,6 +183,7 @@ def main() -> None:
                 ratio = r["median"]["lora"] / r["median"]["base"]
                 target = TARGETS.get((size, freeze))
                 mfu = r["flops"]["lora"] / r["median"]["lora"] / peak
+                results.append((r, ratio, target, mfu))
                 print(
                     f"{r['case'].label:<28}{r['mode']:>7}{r['median']['lora']:>9.3f}"
                     f"{r['median']['base']:>9.3f}{ratio:>7.3f}{r['paired']:>7.3f}"
@@ -189,6 +191,29 @@ def main() -> None:
                     f"{r['flops']['lora'] / 1e9:>8.1f}{mfu:>6.0%}",
                     flush=True,
                 )
+    print_figures(results)
+
+
+def print_figures(results: list) -> None:
+    """FIGURE lines: the LoRA ratio of every case, MFU of the default (trainable) cases."""
+    import sys
+
+    from figures import command, figure
+
+    cmd = command(__file__, *sys.argv[1:])
+    for r, ratio, target, mfu in results:
+        case = r["case"]
+        figure(
+            f"MER LoRA step time / no-LoRA ({case.label})",
+            ratio, "ratio", f"<= {target}" if target else "-",
+            ratio <= target if target else None, cmd,
+        )  # fmt: skip
+        if not case.freeze:
+            goal = 0.60 if case.size == "vit-b16" else None
+            figure(
+                f"training-step MFU vs fp32 matmul peak, same process ({case.label})",
+                100 * mfu, "%", ">= 60" if goal else "-", mfu >= goal if goal else None, cmd,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -76,6 +76,14 @@ def main() -> None:
     print(f"per-query loop:    {loop_s:.3f} s once, peak {loop_peak:.1f} MiB")
     print(f"speed-up: {loop_s / fast_s:.1f}x")
 
+    from figures import command, figure, script_args
+
+    speedup = loop_s / fast_s
+    figure(
+        f"retrieval metrics vs per-query loop ({args.queries} x {args.gallery})",
+        speedup, "x faster", ">= 4", speedup >= 4, command(__file__, *script_args()),
+    )  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

@@ -93,6 +93,20 @@ def main() -> None:
         "(target <= 10%)"
     )
 
+    from figures import command, figure, script_args
+
+    cmd = command(__file__, *script_args())
+    share = 100 * measured / base
+    figure(
+        f"tracking overhead: time inside tracking / untracked wall ({args.preset})",
+        share, "%", "<= 10", share <= 10, cmd,
+    )  # fmt: skip
+    figure(
+        f"tracking overhead: tracked wall / untracked wall - 1 ({args.preset})",
+        100 * overhead / base, "%", "<= 10 (noisy on a shared CPU)", 100 * overhead / base <= 10,
+        cmd,
+    )  # fmt: skip
+
 
 if __name__ == "__main__":
     main()
