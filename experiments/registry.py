@@ -226,3 +226,29 @@ def _check_alias(uri: str) -> None:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def register_run_model(client: Any, name: str, run_id: str) -> str:
+    """Register the pyfunc model a run logged (once: a run's existing version is reused) and
+    copy the run's identity tags onto the version; returns the version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from experiments.tracking import tag_version
+
+    if client.search_registered_models(f"name = '{name}'"):
+        for mv in client.search_model_versions(f"name = '{name}'"):
+            if mv.run_id == run_id:
+                return str(mv.version)
+    source = f"runs:/{run_id}/model"
+    run = client.get_run(run_id)
+    for model in run.outputs.model_outputs if run.outputs else []:
+        source = f"models:/{model.model_id}"  # MLflow 3 keeps logged models apart from runs
+    try:
+        mv = mlflow.register_model(source, name)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"run {run_id}: cannot register its model ({_first_line(exc)})"
+        ) from None
+    tag_version(client, name, str(mv.version), run_id)
+    return str(mv.version)

@@ -119,7 +119,14 @@ def _store_lock(uri: str) -> Iterator[None]:
         return
     db = str(Path(uri.removeprefix("sqlite:///")).resolve())
     key = hashlib.sha256(db.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"omnireid-mlflow-{key}.lock"
+    with file_lock(Path(tempfile.gettempdir()) / f"omnireid-mlflow-{key}.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created when missing) across the processes of a machine;
+    the OS drops it when the holder dies."""
     with open(path, "a+b") as fh:
         if os.name == "nt":
             import msvcrt

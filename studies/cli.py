@@ -28,9 +28,11 @@ def cli() -> None:
 def _assemble() -> click.Group:
     from experiments import cli as experiments_cli
     from reid_core import cli as core_cli
+    from studies import commands as study_commands
 
     core_cli.register(cli)
     experiments_cli.register(cli)
+    study_commands.register(cli)
     return cli
 
 

@@ -1,0 +1,39 @@
+"""`reid study best --promote`: the best trial's model through the registry's gated promotion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reid_core.errors import ReidError
+from studies.report import best_trial
+from studies.spec import StudySpec
+
+
+def promote_best(
+    study: Any, spec: StudySpec, tracking_uri: str | None, model_name: str, min_delta: float
+) -> str:
+    """Register the best trial's model and move `@champion` when its test score wins; returns
+    the one-line decision (PromotionRefused, exit 1, when it does not win)."""
+    import mlflow
+
+    from experiments.registry import promote, register_run_model
+    from experiments.store import check_reachable, resolve_uri
+
+    best = best_trial(study, spec)
+    if best is None:
+        raise ReidError(f"study {study.study_name}: no completed trial to promote")
+    run_id = best.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        raise ReidError(f"trial {best.number} has no MLflow run to promote")
+    uri = resolve_uri(tracking_uri or study.user_attrs.get("tracking_uri"))
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(uri, uri)
+    version = register_run_model(client, model_name, run_id)
+    d = promote(client, model_name, version=version, min_delta=min_delta)
+    before = f"version {d.holder.version}" if d.holder else "nobody"
+    return (
+        f"promoted {model_name} version {version} (trial {best.number}) to 'champion' "
+        f"(was {before}): {d.reason}"
+    )

@@ -1,0 +1,218 @@
+"""Workers: claim a trial slot, train it with a heartbeat, tell Optuna, repeat to the budget.
+
+`reid study run` spawns N local worker processes (spawn-safe: this module imports neither torch
+nor mlflow at import time); `reid study worker` is one worker in the current process, what a
+second machine runs. A worker whose process dies stops heart-beating; after the grace period
+another worker fails its trial and Optuna's `RetryHeartbeatStaleTrialCallback` queues a retry,
+which resumes from the dead trial's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studies.storage import redact, study_lock
+
+log = logging.getLogger("omnireid.study")
+
+
+@dataclass
+class WorkerArgs:
+    """Plain, picklable arguments of one worker process."""
+
+    study: str
+    storage: str
+    data_root: str | None = None
+    tracking_uri: str | None = None
+    checkpoints: str | None = None
+    index: int = 0
+    threads: int | None = None
+    gpu: str | None = None
+    log_file: str | None = None
+    deadline: float | None = None  # time.time() after which no new trial starts
+
+
+def worker_main(args: WorkerArgs) -> int:
+    """Entry of a spawned worker process: placement first (before torch is imported)."""
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+    if args.log_file:
+        _redirect(Path(args.log_file))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return work(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _redirect(path: Path) -> None:
+    """Send this process's output (Python's and C libraries') to `path`."""
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+
+
+def _context(args: WorkerArgs, spec: Any, study: Any) -> Any:
+    from experiments.store import open_store
+    from studies.objective import StudyContext
+
+    attrs = study.user_attrs
+    store = open_store(args.tracking_uri or attrs.get("tracking_uri"), attrs.get("experiment"))
+    data_root = Path(args.data_root or attrs["data_root"])
+    checkpoints = Path(args.checkpoints) / args.study if args.checkpoints else None
+    return StudyContext(
+        spec=spec,
+        study_name=args.study,
+        storage_label=redact(args.storage),
+        data_root=data_root,
+        checkpoints=checkpoints or Path(attrs["checkpoints"]),
+        store=store,
+        parent_run_id=attrs.get("mlflow_parent_run_id"),
+        gpu=args.gpu,
+    )
+
+
+def work(args: WorkerArgs) -> int:
+    """Run trials of `args.study` until no slot is left and no other trial may need a retry."""
+    from studies.study import load
+
+    study, spec, storage = load(args.study, args.storage, worker=args.index)
+    ctx = _context(args, spec, study)
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    wait = min(5.0, float(spec.storage.heartbeat_interval))
+    while args.deadline is None or time.time() < args.deadline:
+        trial, others_running = _claim(args, study, spec, me)
+        if trial is None:
+            if not others_running:
+                break
+            time.sleep(wait)  # a running trial may die and need a retry
+            continue
+        _run(ctx, study, storage, trial)
+        update_parent(ctx.store, study, spec)
+    finalize(ctx.store, args.storage, study, spec)
+    return 0
+
+
+def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]:
+    """Under the study lock: fail stale trials (their retries become WAITING), then take the
+    oldest waiting slot. Without `n_trials` (a timeout budget) a new trial is always there."""
+    import optuna
+    from optuna.trial import TrialState
+
+    with study_lock(args.storage, args.study):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+        waiting = any(t.state is TrialState.WAITING for t in trials)
+        running = any(t.state is TrialState.RUNNING for t in trials)
+        if not waiting and study.user_attrs.get("n_trials") is not None:
+            return None, running
+        trial = study.ask()
+        trial.set_user_attr("worker", me)
+        return trial, running
+
+
+def _run(ctx: Any, study: Any, storage: Any, trial: Any) -> None:
+    from optuna.trial import TrialState
+
+    from studies.objective import run_trial
+
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    log.info("trial %d started: %s", trial.number, dict(frozen.params) or "sampling")
+    try:
+        with heartbeat(storage, trial):
+            result = run_trial(ctx, trial, frozen)
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL)
+        log.info("trial %d interrupted", trial.number)
+        raise
+    if result.state == "complete":
+        study.tell(trial, result.values)
+    elif result.state == "pruned":
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, state=TrialState.FAIL)
+    log.info("trial %d %s %s", trial.number, result.state, result.values or result.reason or "")
+
+
+@contextlib.contextmanager
+def heartbeat(storage: Any, trial: Any) -> Iterator[None]:
+    """Record the trial's heartbeat now and every `heartbeat_interval` seconds while inside
+    (a thread: the training loop is never interrupted for it)."""
+    interval = getattr(storage, "heartbeat_interval", None)
+    if not interval:
+        yield
+        return
+    trial_id = trial._trial_id  # Optuna's storage key; Trial has no public accessor for it
+    storage.record_heartbeat(trial_id)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            with contextlib.suppress(Exception):  # a brief database outage: try next beat
+                storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def update_parent(store: Any, study: Any, spec: Any) -> None:
+    """Best trial so far and trial counts on the parent run."""
+    from experiments.runs import set_tags
+    from studies.report import best_tags
+
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent:
+        with contextlib.suppress(Exception):  # tags are a summary; never lose a trial over them
+            set_tags(store, parent, best_tags(study, spec))
+
+
+def finalize(store: Any, storage_url: str, study: Any, spec: Any) -> bool:
+    """When the budget is met and nothing runs: study plots on the parent run, which ends
+    FINISHED (once, whichever worker gets here first). Returns whether the study is complete."""
+    from optuna.trial import TrialState
+
+    from experiments.runs import end_run, log_files, run_status
+    from studies.report import study_plots
+    from studies.study import budget_met
+
+    with study_lock(storage_url, study.study_name):
+        if study.user_attrs.get("completed"):
+            return True
+        active = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        if active or not budget_met(study):
+            return False
+        parent = study.user_attrs.get("mlflow_parent_run_id")
+        update_parent(store, study, spec)
+        if parent and run_status(store, parent) == "RUNNING":
+            log_files(store, parent, study_plots(study), "study")
+            end_run(store, parent, "FINISHED")
+        study.set_user_attr("completed", True)
+        return True
