@@ -194,7 +194,9 @@ def eval_cmd(
 def register(root: click.Group) -> None:
     """Add this layer's commands to the `reid` entry point."""
     from experiments.commands import register_commands
+    from experiments.serve_cli import register_commands as register_serving
 
     root.add_command(train_cmd)
     root.add_command(eval_cmd)
     register_commands(root)
+    register_serving(root)  # reid index, reid serve

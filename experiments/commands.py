@@ -160,9 +160,23 @@ def models_promote(
 @click.option("--model", "model_uri", default="models:/omnireid@champion", show_default=True)
 @click.option(
     "--gallery",
-    required=True,
+    default=None,
     type=click.Path(path_type=Path),
-    help="Folder of RGB images (a dataset ROOT: its vis/).",
+    help="Folder of RGB images (a dataset ROOT: its vis/); or give --index.",
+)
+@click.option(
+    "--index",
+    "index_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="A gallery index from `reid index build` (made by --model; refused otherwise).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["exact", "hnsw", "ivf"]),
+    default="exact",
+    show_default=True,
+    help="With --index: exact, or approximate with faiss (built on first use, kept).",
 )
 @click.option(
     "--query",
@@ -179,7 +193,9 @@ def models_promote(
 @_URI
 def search_cmd(
     model_uri: str,
-    gallery: Path,
+    gallery: Path | None,
+    index_dir: Path | None,
+    kind: str,
     queries: tuple[str, ...],
     top: int,
     as_json: bool,
@@ -188,17 +204,28 @@ def search_cmd(
 ) -> None:
     """Rank the gallery against a query fused from its items; prints matches with scores."""
     from experiments.registry import load_model
-    from experiments.search import cache_dir, parse_query, search
+    from experiments.search import cache_dir, parse_query, search, search_index
+    from reid_core.errors import ReidError
 
+    if (gallery is None) == (index_dir is None):
+        raise ReidError("give --gallery DIR or --index INDEX (one of them)")
+    if kind != "exact" and index_dir is None:
+        raise ReidError(f"--kind {kind} needs --index INDEX")
     query = parse_query(queries)
     _client(tracking_uri)
     model = load_model(model_uri)
-    matches, cached = search(model, gallery, query, top, None if no_cache else cache_dir())
+    if index_dir is not None:
+        matches = search_index(model, model_uri, index_dir, query, top, kind)
+        source, cached = f"index {index_dir} ({kind})", True
+    else:
+        assert gallery is not None
+        matches, cached = search(model, gallery, query, top, None if no_cache else cache_dir())
+        source = f"gallery {gallery} ({'cached' if cached else 'embedded'})"
     if as_json:
         matches_json = [m.as_dict() for m in matches]
         echo_json({"model": model_uri, "gallery_cached": cached, "matches": matches_json})
         return
-    click.echo(f"{model_uri}; gallery {gallery} ({'cached' if cached else 'embedded'})")
+    click.echo(f"{model_uri}; {source}")
     for m in matches:
         ident = "-" if m.identity is None else f"{m.identity:04d}"
         click.echo(f"{m.rank:>4}  {m.score:.4f}  id {ident}  {m.path}")

@@ -85,7 +85,7 @@ def _load_pyfunc(data_path: str) -> OmniReIDPyfunc:
 
 @dataclass
 class _Row:
-    query_id: str
+    query_id: str | int
     modality: Any  # Modality
     kind: str  # path | image_b64 | text
     value: str
@@ -95,12 +95,31 @@ class _Row:
 class OmniReIDPyfunc:
     """A loaded model; `predict(frame)` embeds queries (see the module docstring)."""
 
-    def __init__(self, model: Any, cfg: Any, meta: dict[str, Any], device: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cfg: Any,
+        meta: dict[str, Any],
+        device: Any,
+        data_path: Path | None = None,
+    ) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.meta = meta
         self.device = device
+        self.data_path = data_path
         self._transforms: dict[Any, Any] = {}
+        self._digest: str | None = None
+
+    def weights_digest(self) -> str:
+        """sha256 of the weights file and the config: equal digests embed identically."""
+        if self._digest is None:
+            if self.data_path is None:
+                raise ReidError("this model was not loaded from a folder: no weights digest")
+            self._digest = content_digest(
+                [self.data_path / WEIGHTS_FILE, self.data_path / CONFIG_FILE]
+            )
+        return self._digest
 
     @classmethod
     def load(cls, data_path: Path, device: str = "cpu") -> OmniReIDPyfunc:
@@ -116,20 +135,20 @@ class OmniReIDPyfunc:
         model = build_model(cfg, meta["num_classes"], load_pretrained=False)
         load_model(model, str(data_path / WEIGHTS_FILE), strict=True)
         dev = torch.device(device)
-        return cls(model.to(dev), cfg, meta, dev)
+        return cls(model.to(dev), cfg, meta, dev, Path(data_path))
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
         ids, features = self.embed(model_input)
         return pd.DataFrame({"query_id": ids, "bn_features": [row.tolist() for row in features]})
 
-    def embed(self, frame: pd.DataFrame) -> tuple[list[str], Any]:
+    def embed(self, frame: pd.DataFrame) -> tuple[list[str | int], Any]:
         """Query ids in first-appearance order and their `[Q, D]` float32 numpy features."""
         import torch
 
         from reid_core.evaluation.runner import ProtocolEncoder
 
         rows = parse_rows(frame)
-        queries: dict[str, dict[Any, _Row]] = {}
+        queries: dict[str | int, dict[Any, _Row]] = {}
         for row in rows:
             items = queries.setdefault(row.query_id, {})
             if row.modality in items:
@@ -217,7 +236,7 @@ def parse_rows(frame: pd.DataFrame) -> list[_Row]:
     rows = []
     for n, rec in enumerate(frame.to_dict("records")):
         given = [c for c in VALUE_COLUMNS if c in rec and _present(rec[c])]
-        qid = str(rec["query_id"])
+        qid = query_id(rec["query_id"], n)
         if len(given) != 1:
             raise DataError(f"row {n} (query {qid!r}): give exactly one of path, image_b64, text")
         try:
@@ -231,6 +250,23 @@ def parse_rows(frame: pd.DataFrame) -> list[_Row]:
             )
         rows.append(_Row(qid, modality, kind, str(rec[kind])))
     return rows
+
+
+def query_id(value: Any, row: int) -> str | int:
+    """A query id as given: a string or an integer (numpy integers and integral floats, which
+    pandas makes of integer columns with gaps, become int); anything else is a DataError."""
+    import numbers
+
+    import numpy as np
+
+    if isinstance(value, str):
+        return value
+    integral = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer()
+    )
+    if integral and not isinstance(value, bool | np.bool_):
+        return int(value)
+    raise DataError(f"row {row}: query_id must be a string or an integer, not {value!r}")
 
 
 def image_b64(path: Path) -> str:
@@ -292,12 +328,14 @@ def signature() -> Any:
     """Rows of `{query_id, modality, path | image_b64 | text}` in; `{query_id, bn_features}` out."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
-    from mlflow.types.schema import Array
+    from mlflow.types.schema import AnyType, Array
 
-    inputs = [ColSpec(DataType.string, "query_id"), ColSpec(DataType.string, "modality")]
+    # query_id is a string or an integer (checked by parse_rows); a string column would make
+    # MLflow refuse integer ids ("Can not safely convert int64 to <U0").
+    inputs = [ColSpec(AnyType(), "query_id"), ColSpec(DataType.string, "modality")]
     inputs += [ColSpec(DataType.string, name, required=False) for name in VALUE_COLUMNS]
     outputs = [
-        ColSpec(DataType.string, "query_id"),
+        ColSpec(AnyType(), "query_id"),
         ColSpec(Array(DataType.double), "bn_features"),
     ]
     return ModelSignature(Schema(inputs), Schema(outputs))

@@ -120,10 +120,13 @@ def _features(out: pd.DataFrame) -> np.ndarray:
 
 
 def embed_query(model: Any, query: list[tuple[Modality, str]]) -> np.ndarray:
-    rows = []
-    for modality, value in query:
-        kind = "text" if modality is Modality.TEXT else "path"
-        rows.append({"query_id": "q", "modality": modality.value, kind: value})
+    return embed_rows(model, query_rows(query))
+
+
+def embed_rows(model: Any, rows: list[dict[str, Any]]) -> np.ndarray:
+    """The fused embedding of pyfunc input rows sharing one query id."""
+    if not rows:
+        raise DataError("the query has no items")
     return _features(model.predict(pd.DataFrame(rows)))[0]
 
 
@@ -153,3 +156,37 @@ def _display(path: Path, base: Path) -> str:
         return path.relative_to(base).as_posix()
     except ValueError:
         return str(path)
+
+
+def query_rows(query: list[tuple[Modality, str]]) -> list[dict[str, Any]]:
+    """Pyfunc input rows of one query (`path` for images, `text` for the caption)."""
+    rows = []
+    for modality, value in query:
+        kind = "text" if modality is Modality.TEXT else "path"
+        rows.append({"query_id": "q", "modality": modality.value, kind: value})
+    return rows
+
+
+def rank_index(
+    index: Any, vector: np.ndarray, top: int, kind: str = "exact"
+) -> list[tuple[int, Match]]:
+    """The `top` (row, match) pairs of a gallery index (experiments.index) for one query."""
+    rows, scores = index.search(vector, top, kind)
+    out: list[tuple[int, Match]] = []
+    for row, score in zip(rows[0].tolist(), scores[0].tolist(), strict=True):
+        if row < 0:  # faiss pads with -1 when it finds fewer than `top`
+            continue
+        m = Match(len(out) + 1, float(score), index.paths[row], index.identity(row))
+        out.append((row, m))
+    return out
+
+
+def search_index(
+    model: Any, uri: str, folder: Path, query: list[tuple[Modality, str]], top: int, kind: str
+) -> list[Match]:
+    """Search a gallery index made by this model (refused otherwise)."""
+    from experiments.index import model_identity, open_index
+
+    index = open_index(folder)
+    index.check_model(model_identity(model, uri))
+    return [m for _, m in rank_index(index, embed_query(model, query), top, kind)]
