@@ -5,53 +5,15 @@ Heavy modules (torch, open_clip) are imported inside the commands, so `reid --he
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
+# Re-exported: `from reid_core.cli import config_options, load_from_options, echo_json` keeps
+# working for the experiments layer; the sub-commands import reid_core.cli_options directly.
+from reid_core.cli_options import config_options, echo_json, load_from_options, stderr
 
-def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`--preset`, `--config` and repeated `--set dotted.key=value`."""
-
-    @click.option(
-        "--preset", "-p", default=None, help="Shipped preset: micro, cpu-tiny, vit-b16, orbench."
-    )
-    @click.option(
-        "--config",
-        "-c",
-        "config_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="YAML config file (merged on top of --preset).",
-    )
-    @click.option(
-        "--set",
-        "-s",
-        "overrides",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override a dotted key, e.g. --set model.mer.rank=8 (repeatable).",
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def load_from_options(preset: str | None, config_file: Path | None, overrides: tuple[str, ...]):
-    from reid_core.config import load_config
-
-    return load_config(preset=preset, config_file=config_file, overrides=overrides)
-
-
-def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+__all__ = ["config_options", "echo_json", "load_from_options", "register", "stderr"]
 
 
 # --------------------------------------------------------------------------------------- config
@@ -93,7 +55,3 @@ def register(root: click.Group) -> None:
     root.add_command(config_group)
     root.add_command(data_cli.data_group)
     root.add_command(model_cli.model_group)
-
-
-def stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

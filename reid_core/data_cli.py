@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from reid_core.cli import config_options, echo_json, load_from_options, stderr
+from reid_core.cli_options import config_options, echo_json, load_from_options, stderr
 from reid_core.errors import DataError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from reid_core.cli import config_options, echo_json, load_from_options
+from reid_core.cli_options import config_options, echo_json, load_from_options
 
 
 @click.group("model")

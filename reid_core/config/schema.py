@@ -124,6 +124,24 @@ class BackboneConfig(Section):
     freeze: bool = Field(False, description="freeze the vision backbone (LoRA-only training)")
 
 
+class StemConfig(Section):
+    """Each image modality's own patch embedding in front of the shared ViT."""
+
+    kind: Literal["patch", "conv"] = Field(
+        "patch",
+        description="patch: a copy of CLIP's linear patch embedding (1-channel inputs through a "
+        "1x1 adapter; seed); conv: 3x3 stride-2 convolutions down to the patch grid",
+    )
+    base: int = Field(32, ge=4, description="channels of the first conv (doubling per stage)")
+    grey_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="training only: probability that an RGB (vis) input is turned grey before "
+        "its stem, so RGB features must carry what infrared and sketch see (0: off)",
+    )
+
+
 MerTarget = Literal["q", "k", "v", "out", "c_fc", "c_proj"]
 
 
@@ -179,6 +197,7 @@ class HeadConfig(Section):
 class ModelConfig(Section):
     clip: ClipConfig = ClipConfig()
     backbone: BackboneConfig = BackboneConfig()
+    stem: StemConfig = StemConfig()
     mer: MerConfig = MerConfig()
     sdm: SdmModuleConfig = SdmModuleConfig()
     fusion: FusionConfig = FusionConfig()
@@ -189,6 +208,11 @@ class ModelConfig(Section):
 class IdLossConfig(Section):
     weight: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    views: Literal["all", "singles"] = Field(
+        "all",
+        description="views the ID loss sees: every fused view (seed) or the gallery and the "
+        "single-modality views only",
+    )
 
 
 class SdmLossConfig(Section):
@@ -197,6 +221,11 @@ class SdmLossConfig(Section):
     margin: float = Field(0.0, ge=0, lt=1, description="subtracted from positive cosines; 0: off")
     off_epochs: int = Field(5, ge=0, description="epochs with alignment weight 0")
     ramp_end_epoch: int = Field(25, ge=0, description="epoch by which the weight is full")
+    reduction: Literal["mean", "groups"] = Field(
+        "mean",
+        description="mean over every query view (seed), or ReID5o's: mean within each group of "
+        "views of one size (4 singles, 6 pairs, 4 triples, 1 quadruple), groups summed",
+    )
 
     @model_validator(mode="after")
     def _ramp(self) -> SdmLossConfig:
@@ -279,6 +308,12 @@ class EvalConfig(Section):
     )
     query_chunk: int = Field(
         1024, ge=1, description="queries scored at once (memory: chunk x gallery similarities)"
+    )
+    trainval_identities: int = Field(
+        40,
+        ge=0,
+        description="training identities scored at each validation as split 'trainval' (a fixed "
+        "seeded sample; tells 'does not fit' from 'does not generalise'); 0: off",
     )
 
 

@@ -139,3 +139,17 @@ def resolve_protocol(
         raise DataError(f"{index.root}: the {split} split has no identities to evaluate")
     kind: ProtocolKind = "unordered15" if eval_cfg.protocol == "auto" else eval_cfg.protocol
     return generate_protocol(index, pids, kind, eval_cfg.queries_per_identity, seed)
+
+
+def trainval_protocol(
+    index: DatasetIndex, splits: Splits, eval_cfg: EvalConfig, seed: int
+) -> Protocol | None:
+    """A generated protocol over a fixed seeded sample of `eval.trainval_identities` training
+    identities (split name `trainval`): the val metrics on data the model was fitted to. None
+    when the option is 0. Ordered sets when `eval.protocol` is `ordered32`, else unordered15."""
+    n = min(eval_cfg.trainval_identities, len(splits.train))
+    if n == 0:
+        return None
+    pids = sorted(random.Random(f"{seed}:trainval").sample(list(splits.train), n))
+    kind: ProtocolKind = "ordered32" if eval_cfg.protocol == "ordered32" else "unordered15"
+    return generate_protocol(index, pids, kind, eval_cfg.queries_per_identity, seed)

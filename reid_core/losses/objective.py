@@ -6,7 +6,7 @@ Every part is returned separately; nothing is summed by matching key names.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from reid_core.config.schema import LossConfig
 from reid_core.data.batch import ModalBatch
 from reid_core.losses.sdm import sdm_loss
-from reid_core.modality import ALL_MODALITIES, Modality
+from reid_core.modality import ALL_MODALITIES, Modality, set_key
 
 if TYPE_CHECKING:
     from reid_core.model import OmniReID
@@ -29,6 +29,9 @@ class LossParts:
     norm: torch.Tensor
     feature_norm: torch.Tensor  # mean L2 norm of the fused (pre-BNNeck) features, detached
     sdm_weight: float
+    # per-view diagnostics, detached: `sdm/<view>` the alignment loss of each query view
+    # (`sdm/nir`, `sdm/nir_sk`), `ce/<modality>` the ID loss of the gallery and single views
+    views: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, torch.Tensor]:
         """Detached parts for logging (still tensors: reading them is a device sync)."""
@@ -38,6 +41,7 @@ class LossParts:
             "sdm": self.sdm.detach(),
             "norm_penalty": self.norm.detach(),
             "feature_norm": self.feature_norm,
+            **self.views,
         }
 
 
@@ -87,45 +91,65 @@ class ReidObjective:
         # One fused embedding per (combination, sample): the gallery view {gallery} first, then
         # every query combination present. Fusion is cheap next to the backbone passes above.
         combos = [(self.gallery,), *query_combinations(batch.present(), self.gallery)]
-        fused, ids, owners = [], [], []
-        for i, combo in enumerate(combos):
+        fused, ids, owners, kept = [], [], [], []
+        for combo in combos:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
             if not bool(rows.any()):
                 continue
             fused.append(model.fuse(sub, sub_mask))
             ids.append(batch.labels[rows])
-            owners.append(torch.full((int(rows.sum()),), i, device=rows.device))
+            owners.append(torch.full((int(rows.sum()),), len(kept), device=rows.device))
+            kept.append(combo)
         all_fused = torch.cat(fused)
         bn, logits = model.head(all_fused)  # one BNNeck pass: its statistics see every view
         labels = torch.cat(ids)
         owner = torch.cat(owners)
-        ce = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.id.label_smoothing)
-        sdm = self._alignment(bn, labels, owner, len(combos))
+        ce_all = F.cross_entropy(
+            logits.float(), labels, label_smoothing=self.cfg.id.label_smoothing, reduction="none"
+        )
+        ce = ce_all[self._id_rows(owner, kept)].mean()
+        sdm, views = self._alignment(bn, labels, owner, kept)
         lam = alignment_weight(
             epoch, self.cfg.sdm.weight, self.cfg.sdm.off_epochs, self.cfg.sdm.ramp_end_epoch
         )
         norm = norm_band_penalty(all_fused, self.cfg.norm.target, self.cfg.norm.band)
         total = self.cfg.id.weight * ce + lam * sdm + self.cfg.norm.weight * norm
         feature_norm = all_fused.detach().float().norm(dim=1).mean()
-        return LossParts(total, ce, sdm, norm, feature_norm, lam)
+        per_view = {f"sdm/{set_key(c)}": v.detach() for c, v in views.items()}
+        for i, combo in enumerate(kept):  # the ID loss of the gallery and each single view
+            if len(combo) == 1:
+                per_view[f"ce/{combo[0].value}"] = ce_all[owner == i].detach().mean()
+        return LossParts(total, ce, sdm, norm, feature_norm, lam, per_view)
+
+    def _id_rows(self, owner: torch.Tensor, views: list[tuple[Modality, ...]]) -> torch.Tensor:
+        """Rows the ID loss sees: every view (`loss.id.views: all`) or views of one modality."""
+        if self.cfg.id.views == "all":
+            return torch.ones_like(owner, dtype=torch.bool)
+        singles = [i for i, combo in enumerate(views) if len(combo) == 1]
+        return torch.isin(owner, torch.tensor(singles, device=owner.device))
 
     def _alignment(
-        self, bn: torch.Tensor, labels: torch.Tensor, owner: torch.Tensor, n_views: int
-    ) -> torch.Tensor:
-        """Mean SDM between the gallery view (owner 0) and each query view present."""
+        self,
+        bn: torch.Tensor,
+        labels: torch.Tensor,
+        owner: torch.Tensor,
+        views: list[tuple[Modality, ...]],
+    ) -> tuple[torch.Tensor, dict[tuple[Modality, ...], torch.Tensor]]:
+        """SDM between the gallery view (owner 0) and each query view, and their reduction:
+        the mean over views (`mean`), or the sum over view sizes of each size's mean (`groups`)."""
         rgb, rgb_ids = bn[owner == 0], labels[owner == 0]
-        losses = []
-        for i in range(1, n_views):
+        per_view: dict[tuple[Modality, ...], torch.Tensor] = {}
+        for i in range(1, len(views)):
             sel = owner == i
-            if bool(sel.any()):
-                losses.append(
-                    sdm_loss(
-                        rgb,
-                        bn[sel],
-                        rgb_ids,
-                        labels[sel],
-                        self.cfg.sdm.temperature,
-                        self.cfg.sdm.margin,
-                    )
-                )
-        return torch.stack(losses).mean() if losses else bn.sum() * 0.0
+            per_view[views[i]] = sdm_loss(
+                rgb, bn[sel], rgb_ids, labels[sel], self.cfg.sdm.temperature, self.cfg.sdm.margin
+            )
+        if not per_view:
+            return bn.sum() * 0.0, per_view
+        if self.cfg.sdm.reduction == "mean":
+            return torch.stack(list(per_view.values())).mean(), per_view
+        sizes = sorted({len(c) for c in per_view})
+        groups = [
+            torch.stack([v for c, v in per_view.items() if len(c) == n]).mean() for n in sizes
+        ]
+        return torch.stack(groups).sum(), per_view

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_core.config.schema import ClipConfig, MerConfig
+from reid_core.config.schema import ClipConfig, MerConfig, StemConfig
 from reid_core.errors import ConfigError, ReidError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
 from reid_core.model.lora import MerBlock, build_adapters, resolve_mode
 from reid_core.model.pretrained import is_local_file
+from reid_core.model.stems import ConvStem
 
 _VOCAB_SIZE = 49408  # open_clip's bundled BPE vocabulary
 
@@ -129,8 +130,28 @@ class GreyStem(nn.Module):
         return F.conv2d(x, weight, bias, stride=self.conv.stride)  # [batch, width, gh, gw]
 
 
-def build_stem(conv1: nn.Conv2d, channels: int) -> nn.Module:
-    """A copy of CLIP's patch embedding for one modality (non-shared tokenizers)."""
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def random_grey(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Each CLIP-normalised RGB image `[batch, 3, H, W]` turned grey (luma, still 3 channels and
+    CLIP-normalised) with probability `p`; draws from torch's global generator."""
+    pick = torch.rand(x.shape[0], device=x.device) < p  # [batch]
+    if not bool(pick.any()):
+        return x
+    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    luma = ((x * std + mean) * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = (luma - mean) / std  # [batch, 3, H, W]
+    return torch.where(pick.view(-1, 1, 1, 1), grey, x)
+
+
+def build_stem(conv1: nn.Conv2d, channels: int, stem: StemConfig | None = None) -> nn.Module:
+    """One modality's patch embedding (non-shared tokenizers): a copy of CLIP's (`patch`), or a
+    convolutional stem with the same output grid (`conv`)."""
+    if stem is not None and stem.kind == "conv":
+        patch = conv1.kernel_size[0]
+        return ConvStem(channels, conv1.out_channels, patch, stem.base)
     conv = copy.deepcopy(conv1)
     return conv if channels == 3 else GreyStem(conv)
 
@@ -158,11 +179,13 @@ class VisionBackbone(nn.Module):
         mer: MerConfig,
         freeze_backbone: bool,
         name: str = "",
+        stem: StemConfig | None = None,
     ) -> None:
         super().__init__()
         self.modalities = modalities
+        self.grey_p = stem.grey_p if stem is not None else 0.0
         self.stems = nn.ModuleDict(
-            {m.value: build_stem(visual.conv1, m.channels) for m in modalities}
+            {m.value: build_stem(visual.conv1, m.channels, stem) for m in modalities}
         )
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
@@ -203,6 +226,8 @@ class VisionBackbone(nn.Module):
                 f"{modality.value} images must be [batch, {modality.channels}, "
                 f"{self.image_size[0]}, {self.image_size[1]}], got {list(x.shape)}"
             )
+        if self.training and self.grey_p > 0 and modality is Modality.VIS:
+            x = random_grey(x, self.grey_p)
         x = stem(x).flatten(2).transpose(1, 2)  # [batch, grid, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)

@@ -142,7 +142,7 @@ def from_clip(cfg: ReidConfig, clip: Any, num_classes: int) -> OmniReID:
         raise ReidError(f"num_classes must be at least 1, got {num_classes}")
     m = cfg.model
     images = tuple(x for x in cfg.data.modalities if x.is_image)
-    backbone = VisionBackbone(clip.visual, images, m.mer, m.backbone.freeze, m.clip.name)
+    backbone = VisionBackbone(clip.visual, images, m.mer, m.backbone.freeze, m.clip.name, m.stem)
     text = TextEncoder(clip) if Modality.TEXT in cfg.data.modalities else None
     widths = {"vision": backbone.width} | ({"text": text.width} if text is not None else {})
     sdm = SemanticSeparation(widths, backbone.output_dim, m.sdm.dim, m.sdm.heads)

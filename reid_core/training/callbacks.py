@@ -1,12 +1,16 @@
-"""Engine callbacks: no-op hooks, the only way into the training loop (fast-reid hooks style)."""
+"""Engine callbacks: no-op hooks, the only way into the training loop (fast-reid hooks style).
+
+The engine imports this module, never the reverse: a hook's `trainer` is typed `Trainer`, an
+alias of `Any` here, and a callback that reads the trainer's attributes imports
+`reid_core.training.engine.Trainer` itself (the stock ones in `hooks` do).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from reid_core.training.engine import Trainer
+Trainer = Any  # reid_core.training.engine.Trainer, without importing it (no import circle)
 
 
 class Callback:

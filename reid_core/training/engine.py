@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ class Trainer:
         cpu_bf16: bool = False,
         max_steps_per_epoch: int | None = None,
         evaluate_fn: Callable[[Any, str], dict[str, Any]] | None = None,
+        eval_splits: Sequence[str] = ("val",),
         callbacks: Iterable[Callback] = (),
         group_names: list[str] | None = None,
     ) -> None:
@@ -77,6 +78,7 @@ class Trainer:
         self.device = device
         self.max_steps = max_steps_per_epoch
         self.evaluate_fn = evaluate_fn
+        self.eval_splits = tuple(eval_splits)  # scored in order at each evaluation; "val" first
         self.callbacks = CallbackList(list(callbacks))
         self.group_names = group_names or [f"group{i}" for i in range(len(optimizer.param_groups))]
         self.state = TrainState()
@@ -118,7 +120,8 @@ class Trainer:
                 self.state.epoch = epoch + 1
                 self.callbacks.on_epoch_end(self, epoch, logs)
                 if self.should_eval(epoch):
-                    self.evaluate("val", epoch)
+                    for split in self.eval_splits:
+                        self.evaluate(split, epoch)
                 if self.stop_reason:
                     break
             status = "stopped" if self.stop_reason else "finished"
@@ -160,7 +163,8 @@ class Trainer:
         self.model.train()
         self.callbacks.on_epoch_start(self, epoch)
         sums: dict[str, float] = {}
-        n_steps = samples = 0
+        counts: dict[str, int] = {}  # a per-view key is absent from steps without that view
+        samples = 0
         start = time.perf_counter()
         for i, batch in enumerate(self.loader):
             if self.max_steps and i >= self.max_steps:
@@ -169,16 +173,16 @@ class Trainer:
                 self._count_bad(batch)
                 continue
             logs = self._train_step(batch, epoch)
-            n_steps += 1
             samples += int(logs["batch_size"])
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             logs["samples_per_s"] = samples / max(1e-9, time.perf_counter() - start)
             self.callbacks.on_step_end(self, self.state.step, logs)
             if self.stop_reason:
                 break
         elapsed = time.perf_counter() - start
-        out = {k: v / max(1, n_steps) for k, v in sums.items() if k != "batch_size"}
+        out = {k: v / counts[k] for k, v in sums.items() if k != "batch_size"}
         out.update(
             spikes=float(self.clipper.spikes),
             samples_per_s=samples / max(1e-9, elapsed),

@@ -67,7 +67,13 @@ class ProgressCallback(Callback):
 
     def on_evaluate(self, trainer: Trainer, epoch: int, split: str, metrics: dict[str, Any]):
         groups = " ".join(f"{k}={v:.3f}" for k, v in metrics["summary"].items() if k != "score")
-        self._print(f"{split} @ epoch {epoch + 1}: score={metrics['score']:.4f} {groups}")
+        # one line per evaluation: the groups, then each single query modality's mAP
+        singles = " ".join(
+            f"{k}={v['mAP']:.3f}" for k, v in metrics["sets"].items() if "_" not in k
+        )
+        self._print(
+            f"{split} @ epoch {epoch + 1}: score={metrics['score']:.4f} {groups} | mAP {singles}"
+        )
 
     def on_train_end(self, trainer: Trainer, status: str) -> None:
         if self.bar is not None:

@@ -18,7 +18,7 @@ from reid_core.data.datasets import TrainDataset, collate
 from reid_core.data.index import DatasetIndex, build_index
 from reid_core.data.protocol import Protocol
 from reid_core.data.sampler import PKBatchSampler
-from reid_core.data.splits import Splits, make_splits, resolve_protocol
+from reid_core.data.splits import Splits, make_splits, resolve_protocol, trainval_protocol
 from reid_core.evaluation.runner import evaluate_protocol
 from reid_core.losses import ReidObjective
 from reid_core.model import OmniReID, build_model
@@ -63,6 +63,7 @@ class DataBundle:
     val: Protocol
     test: Protocol
     key: tuple[Any, ...] = ()  # what the bundle is a pure function of
+    trainval: Protocol | None = None  # training identities scored like val (eval.trainval_*)
 
     @classmethod
     def load(cls, root: Path, cfg: ReidConfig) -> DataBundle:
@@ -71,7 +72,8 @@ class DataBundle:
         seed = cfg.data.split_seed
         val = resolve_protocol(index, "val", splits, cfg.eval, seed)
         test = resolve_protocol(index, "test", splits, cfg.eval, seed)
-        return cls(index, splits, val, test, cls._key(index, cfg))
+        trainval = trainval_protocol(index, splits, cfg.eval, seed)
+        return cls(index, splits, val, test, cls._key(index, cfg), trainval)
 
     @staticmethod
     def _key(index: DatasetIndex, cfg: ReidConfig) -> tuple[Any, ...]:
@@ -82,6 +84,8 @@ class DataBundle:
         return self.key == self._key(build_index(root), cfg)
 
     def protocol(self, split: str) -> Protocol:
+        if split == "trainval" and self.trainval is not None:
+            return self.trainval
         return {"val": self.val, "test": self.test}[split]
 
 
@@ -140,6 +144,7 @@ def build_trainer(
         cpu_bf16=cfg.train.cpu_bf16,
         max_steps_per_epoch=cfg.train.max_steps_per_epoch,
         evaluate_fn=evaluate_fn,
+        eval_splits=("val", "trainval") if data.trainval is not None else ("val",),
         callbacks=callbacks,
         group_names=names,
     )

@@ -84,3 +84,46 @@ def test_query_combinations_cover_all_present():
     assert len(combos) == 7 and combos[0] == (Modality.NIR,)
     assert (Modality.NIR, Modality.SK, Modality.TEXT) in combos
     assert all(Modality.VIS not in c for c in combos)
+
+
+def _objective_parts(*overrides: str, seed: int = 0):
+    """One objective call on a micro model and a random full batch (every modality present)."""
+    from reid_core.config import load_config
+    from reid_core.data.batch import ModalBatch
+    from reid_core.losses import ReidObjective
+    from reid_core.model import build_model
+    from tests.model.conftest import make_batch
+
+    cfg = load_config(preset="micro", overrides=list(overrides))
+    torch.manual_seed(seed)
+    model = build_model(cfg, num_classes=4, load_pretrained=False)
+    mask = torch.ones(8, len(Modality), dtype=torch.bool)
+    labels = torch.arange(4).repeat_interleave(2)
+    batch = ModalBatch(make_batch(model, mask, seed), mask, labels + 10, labels)
+    return ReidObjective(cfg.loss)(model, batch, epoch=5)
+
+
+def test_objective_logs_every_view_and_reduces_them_as_configured():
+    mean = _objective_parts()
+    views = {k[4:]: v for k, v in mean.views.items() if k.startswith("sdm/")}
+    assert len(views) == 15 and {"nir", "sk", "nir_sk", "nir_cp_sk_text"} <= set(views)
+    assert mean.sdm.item() == pytest.approx(torch.stack(list(views.values())).mean().item())
+    assert {f"ce/{m}" for m in ("vis", "nir", "cp", "sk", "text")} <= set(mean.views)
+    assert {"sdm/nir", "ce/sk"} <= set(mean.scalars())
+    grouped = _objective_parts("loss.sdm.reduction=groups")
+    by_size: dict[int, list[float]] = {}
+    for key, v in grouped.views.items():
+        if key.startswith("sdm/"):
+            by_size.setdefault(key.count("_") + 1, []).append(v.item())
+    assert sorted(len(v) for v in by_size.values()) == [1, 4, 4, 6]
+    expected = sum(sum(v) / len(v) for v in by_size.values())
+    assert grouped.sdm.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_id_loss_on_single_views_only():
+    every = _objective_parts()
+    singles = _objective_parts("loss.id.views=singles")
+    ce_singles = [singles.views[f"ce/{m}"].item() for m in ("vis", "nir", "cp", "sk", "text")]
+    # each single view holds the same 8 samples, so the ID loss is the mean of their means
+    assert singles.ce.item() == pytest.approx(sum(ce_singles) / 5, rel=1e-5)
+    assert every.ce.item() != pytest.approx(singles.ce.item(), rel=1e-6)
