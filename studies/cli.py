@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes print one line on stderr and exit 2, never a traceback."""
     group = _assemble()
     try:
-        group.main(args=argv, prog_name="reid", standalone_mode=False)
+        # Without standalone mode click returns `ctx.exit(code)`'s code instead of exiting.
+        code = group.main(args=argv, prog_name="reid", standalone_mode=False)
     except ReidError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

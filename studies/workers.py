@@ -119,10 +119,11 @@ def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]
     import optuna
     from optuna.trial import TrialState
 
-    with study_lock(args.storage, args.study):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    with study_lock(args.storage, args.study), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Optuna warns that heartbeats are meant for `optimize`: this loop beats itself.
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
         waiting = any(t.state is TrialState.WAITING for t in trials)
         running = any(t.state is TrialState.RUNNING for t in trials)
