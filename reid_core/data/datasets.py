@@ -166,7 +166,7 @@ def collate(samples: Sequence[Sample | None], tokenize: Tokenize) -> ModalBatch:
 
 class ImageListDataset(Dataset):
     """Eval-transformed images of one modality, one per path (relative to `root`); a bad image
-    always raises `DataError` naming it, since evaluation must not silently shrink."""
+    raises `DataError` naming it (`TolerantImageListDataset` is the `on_bad_image: skip` form)."""
 
     def __init__(
         self, root: Path, paths: Sequence[str], modality: Modality, data_cfg: DataConfig
@@ -181,3 +181,20 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self._transform(load_image(self.root / self.paths[i]))
+
+
+class TolerantImageListDataset(ImageListDataset):
+    """`ImageListDataset` whose items are `(image, True)`, or `(zeros, False)` for an undecodable
+    image, so evaluation under `data.on_bad_image: skip` can leave it out and count it."""
+
+    def __init__(
+        self, root: Path, paths: Sequence[str], modality: Modality, data_cfg: DataConfig
+    ) -> None:
+        super().__init__(root, paths, modality, data_cfg)
+        self._blank = (modality.channels, data_cfg.height, data_cfg.width)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:  # type: ignore[override]
+        try:
+            return super().__getitem__(i), True
+        except DataError:
+            return torch.zeros(self._blank), False

@@ -6,6 +6,7 @@ RGB images alone. Per set: mAP, mAP@k, mINP, R1/R5/R10; groups MM1..MM4 and `sco
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from reid_core.config.schema import DataConfig, EvalConfig
-from reid_core.data.datasets import ImageListDataset
+from reid_core.data.datasets import ImageListDataset, TolerantImageListDataset
 from reid_core.data.protocol import Protocol, QuerySet
 from reid_core.evaluation.metrics import (
     metric_names,
@@ -37,7 +38,12 @@ def _mask(n: int, modalities: Sequence[Modality], device: torch.device) -> torch
 
 
 class ProtocolEncoder:
-    """Encodes a protocol's unique items once each; fuses per set."""
+    """Encodes a protocol's unique items once each; fuses per set.
+
+    Under `data.on_bad_image: skip` an undecodable image is left out: a gallery row, or every
+    query holding it. `skipped` lists those images (one stderr line each), `skipped_gallery` and
+    `skipped_queries` count what was left out. Under `fail` it raises `DataError` naming it.
+    """
 
     def __init__(
         self,
@@ -52,6 +58,18 @@ class ProtocolEncoder:
         self.data_cfg = data_cfg
         self.eval_cfg = eval_cfg
         self.device = device
+        self.skipped: dict[str, None] = {}  # undecodable image paths, in the order met
+        self.skipped_gallery = 0
+        self.skipped_queries = 0
+
+    def _skip(self, modality: Modality, value: str) -> None:
+        if value not in self.skipped:
+            self.skipped[value] = None
+            print(
+                f"skipped undecodable image {value} ({modality.value}, evaluation)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _autocast(self) -> Any:
         if self.device.type == "cuda":
@@ -60,7 +78,8 @@ class ProtocolEncoder:
 
     @torch.no_grad()
     def encode_items(self, modality: Modality, values: Sequence[str]) -> torch.Tensor:
-        """Per-modality features `[len(values), D]` (before fusion), in `values` order."""
+        """Per-modality features `[len(values), D]` (before fusion), in `values` order; the row
+        of an image skipped as undecodable is NaN (and the image is in `skipped`)."""
         bs = self.eval_cfg.batch_size
         chunks: list[torch.Tensor] = []
         if modality is Modality.TEXT:
@@ -69,15 +88,30 @@ class ProtocolEncoder:
             )
             total = (len(values) + bs - 1) // bs
         else:
-            ds = ImageListDataset(self.root, list(values), modality, self.data_cfg)
+            skip = self.data_cfg.on_bad_image == "skip"
+            kind = TolerantImageListDataset if skip else ImageListDataset
+            ds = kind(self.root, list(values), modality, self.data_cfg)
             batches = DataLoader(ds, batch_size=bs, num_workers=self.data_cfg.num_workers)
             total = len(batches)
-        for x in track(batches, total=total, description=f"encode {modality.value}"):
-            with self._autocast():
-                feats = self.model.encode({modality: x.to(self.device)})[modality]
-            chunks.append(feats.float())
         d = self.model.embed_dim
+        start = 0
+        for x in track(batches, total=total, description=f"encode {modality.value}"):
+            x, ok = x if isinstance(x, list | tuple) else (x, None)
+            if ok is not None and not bool(ok.all()):
+                for j in (~ok).nonzero().flatten().tolist():
+                    self._skip(modality, values[start + j])
+                feats = torch.full((len(ok), d), float("nan"), device=self.device)
+                if bool(ok.any()):
+                    feats[ok.to(self.device)] = self._encode(modality, x[ok])
+            else:
+                feats = self._encode(modality, x)
+            start += len(x)
+            chunks.append(feats)
         return torch.cat(chunks) if chunks else torch.empty(0, d, device=self.device)
+
+    def _encode(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.model.encode({modality: x.to(self.device)})[modality].float()
 
     @torch.no_grad()
     def fuse(self, features: dict[Modality, torch.Tensor], modalities: Sequence[Modality]):
@@ -97,8 +131,15 @@ class ProtocolEncoder:
         paths = [p for _, p in protocol.gallery]
         gallery_modality = self.data_cfg.gallery_modality
         feats = self.encode_items(gallery_modality, paths)
+        ids = torch.tensor([pid for pid, _ in protocol.gallery], dtype=torch.long)
+        keep = [i for i, p in enumerate(paths) if p not in self.skipped]
+        if len(keep) < len(paths):
+            self.skipped_gallery += len(paths) - len(keep)
+            feats, ids = feats[torch.tensor(keep, device=feats.device)], ids[keep]
+        if not keep:
+            return torch.empty(0, self.model.embed_dim, device=self.device), ids
         emb = self.fuse({gallery_modality: feats}, (gallery_modality,))
-        return emb, torch.tensor([pid for pid, _ in protocol.gallery])
+        return emb, ids
 
     def queries(self, protocol: Protocol) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per set, in protocol order: query embeddings and ids; each unique item encoded once."""
@@ -112,12 +153,18 @@ class ProtocolEncoder:
         return [self._fuse_set(qs, table, row_of) for qs in protocol.sets]
 
     def _fuse_set(self, qs: QuerySet, table, rows_of) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.tensor([q.pid for q in qs.queries], dtype=torch.long)
-        if not qs.queries:
+        queries = [
+            q
+            for q in qs.queries
+            if not any(it.modality.is_image and it.value in self.skipped for it in q.items)
+        ]
+        self.skipped_queries += len(qs.queries) - len(queries)
+        ids = torch.tensor([q.pid for q in queries], dtype=torch.long)
+        if not queries:
             return torch.empty(0, self.model.embed_dim), ids
         feats = {}
         for pos, m in enumerate(qs.modalities):
-            rows = [rows_of[m][q.items[pos].value] for q in qs.queries]
+            rows = [rows_of[m][q.items[pos].value] for q in queries]
             feats[m] = table[m][torch.tensor(rows, device=table[m].device)]
         return self.fuse(feats, qs.modalities), ids
 
@@ -200,7 +247,17 @@ def evaluate_protocol(
         "sets_without_queries": empty,
         "summary": summary,
         "score": summary["score"],
+        "skipped_images": len(enc.skipped),  # undecodable, left out (data.on_bad_image: skip)
+        "skipped_gallery": enc.skipped_gallery,
+        "skipped_queries": enc.skipped_queries,
     }
+    if enc.skipped:
+        print(
+            f"{split}: skipped {len(enc.skipped)} undecodable images ({enc.skipped_gallery} "
+            f"gallery rows, {enc.skipped_queries} queries left out)",
+            file=sys.stderr,
+            flush=True,
+        )
     if return_embeddings:
         return result, EvalEmbeddings(g_emb.float().cpu(), g_ids.cpu(), kept)
     return result

@@ -7,8 +7,8 @@ LR schedule, and calls the callbacks. Trackers and tuners come in only through c
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,10 +220,11 @@ class Trainer:
         return logs
 
     def _count_bad(self, batch: Any) -> None:
-        bad = getattr(batch, "bad", None) or []
-        for path in bad:
-            warnings.warn(f"skipped undecodable image {path}", stacklevel=2)
-        self.state.bad_images += len(bad)
+        """One plain stderr line per undecodable image skipped (`on_bad_image: skip`), counted."""
+        for path in getattr(batch, "bad", None) or []:
+            self.state.bad_images += 1
+            n = self.state.bad_images
+            print(f"skipped undecodable image {path} ({n} so far)", file=sys.stderr, flush=True)
 
     # --------------------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
