@@ -52,10 +52,25 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
+class CheckpointWriteError(CheckpointError):
+    """The checkpoint could not be written (disk full, permissions): the previous one is kept."""
+
+    exit_code = 1
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same folder, then an os.replace."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    """Write atomically: a temporary file in the same folder, then an os.replace. A failed write
+    (ENOSPC...) leaves the previous file intact, removes the partial one and raises
+    `CheckpointWriteError` (one line)."""
+    try:
+        with atomic_path(Path(path)) as tmp:
+            torch.save({"format_version": FORMAT_VERSION, **state}, tmp)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as a RuntimeError
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:160]
+        raise CheckpointWriteError(
+            f"{path}: cannot write checkpoint ({reason or type(exc).__name__}); "
+            "the previous checkpoint is kept"
+        ) from None
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:
