@@ -32,8 +32,10 @@ from reid_core.fileio import atomic_path
 FORMAT_VERSION = 1
 KINDS = ("exact", "hnsw", "ivf")
 EXACT_CHUNK = 131_072  # rows per matrix product: 256 MiB of float32 at D=512
-HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 96
-IVF_NPROBE = 48  # of about 2 sqrt(N) lists: recall@10 >= 0.95 at 1M rows in the bench
+# Search-time defaults from the sweep in bench/gallery_index_bench.py at 1M rows (efSearch 256
+# reached recall@10 0.949 there, nprobe 128 0.959 at p99 30 ms): docs/BENCHMARKS.md.
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 512
+IVF_NPROBE = 128  # of about 2 sqrt(N) lists
 IVF_KMEANS_ITERATIONS = 10
 
 
