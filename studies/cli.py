@@ -50,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns a KeyboardInterrupt into Abort; `sigterm_as_interrupt` raises
+        # KeyboardInterrupt("signal 15"): exit as a terminated process does (128 + 15), so a
+        # scheduler sees SIGTERM; Ctrl-C exits 130
+        cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__
+        if isinstance(cause, KeyboardInterrupt) and cause.args == ("signal 15",):
+            click.echo("terminated (SIGTERM)", err=True)
+            return 143
+        if isinstance(cause, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
     return code if isinstance(code, int) else 0
 
 

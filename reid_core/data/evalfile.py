@@ -9,6 +9,7 @@ ending in an image suffix is a path relative to ROOT, anything else is a caption
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -55,6 +56,8 @@ def check_image_path(
         raise DataError(f"{where}: {rel!r} is a {found.value} image, expected {modality.value}")
     if not (root / rel).exists():
         raise DataError(f"{where}: file {rel!r} does not exist under {root}")
+    if not Path(os.path.realpath(root / rel)).is_relative_to(Path(os.path.realpath(root))):
+        raise DataError(f"{where}: {rel!r} leads outside ROOT through a symlink")
     raise DataError(
         f"{where}: {rel!r} is not an image in {modality.value}/<identity>/ (see docs/DATA.md)"
     )

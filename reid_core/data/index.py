@@ -105,12 +105,25 @@ def _scandir(path: Path) -> list[os.DirEntry[str]]:
         raise DataError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
 
 
+def _inside(root: Path, entry: os.DirEntry[str] | Path) -> bool:
+    """Whether a symlinked entry's target stays inside ROOT (`is_symlink` costs no system call
+    on a scandir entry, so only symlinks pay for the resolve)."""
+    return Path(os.path.realpath(entry)).is_relative_to(root)
+
+
+def _leaves_root(root: Path, entry: os.DirEntry[str]) -> bool:
+    return entry.is_symlink() and not _inside(root, entry)
+
+
 def _identity_dirs(folder: Path, notes: list[str]) -> list[tuple[int, str]]:
     """`(pid, folder name)` of the identity folders; a non-numeric folder is a DataError."""
     out: dict[int, str] = {}
-    stray = 0
+    stray = outside = 0
     for entry in _scandir(folder):
         if entry.name.startswith("."):
+            continue
+        if _leaves_root(folder.parent, entry):
+            outside += 1
             continue
         if not entry.is_dir():
             stray += 1
@@ -125,17 +138,21 @@ def _identity_dirs(folder: Path, notes: list[str]) -> list[tuple[int, str]]:
         out[pid] = entry.name
     if stray:
         notes.append(f"{folder.name}/: {stray} file(s) outside identity folders ignored")
+    if outside:
+        notes.append(f"{folder.name}/: {outside} symlink(s) leading outside ROOT ignored")
     return sorted(out.items())
 
 
 def _scan_modality(folder: Path, notes: list[str]) -> dict[int, tuple[str, ...]]:
     images: dict[int, tuple[str, ...]] = {}
-    skipped = empty = 0
+    skipped = empty = outside = 0
     for pid, name in _identity_dirs(folder, notes):
         prefix = f"{folder.name}/{name}/"
         files = []
         for entry in _scandir(folder / name):
-            if is_image_name(entry.name) and entry.is_file():
+            if _leaves_root(folder.parent, entry):
+                outside += 1
+            elif is_image_name(entry.name) and entry.is_file():
                 files.append(prefix + entry.name)
             elif not entry.name.startswith("."):
                 skipped += 1
@@ -147,6 +164,8 @@ def _scan_modality(folder: Path, notes: list[str]) -> dict[int, tuple[str, ...]]
         notes.append(f"{folder.name}/: {skipped} non-image entries ignored")
     if empty:
         notes.append(f"{folder.name}/: {empty} identity folder(s) without images ignored")
+    if outside:
+        notes.append(f"{folder.name}/: {outside} symlinked image(s) leading outside ROOT ignored")
     return images
 
 
@@ -157,6 +176,8 @@ def _scan(root: Path, notes: list[str]):
     missing = []
     for m in IMAGE_MODALITIES:
         folder = root / m.value
+        if folder.is_symlink() and not _inside(root, folder):
+            raise DataError(f"{folder}: a symlink leading outside ROOT (paths stay inside ROOT)")
         if folder.is_dir():
             images[m] = _scan_modality(folder, notes)
         else:

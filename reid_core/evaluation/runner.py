@@ -91,7 +91,15 @@ class ProtocolEncoder:
             skip = self.data_cfg.on_bad_image == "skip"
             kind = TolerantImageListDataset if skip else ImageListDataset
             ds = kind(self.root, list(values), modality, self.data_cfg)
-            batches = DataLoader(ds, batch_size=bs, num_workers=self.data_cfg.num_workers)
+            # A private generator: iterating a DataLoader draws a seed from the global torch RNG,
+            # and evaluation must leave the training stream as it was (a run resumed from a
+            # checkpoint saved before a later evaluation must continue identically).
+            batches = DataLoader(
+                ds,
+                batch_size=bs,
+                num_workers=self.data_cfg.num_workers,
+                generator=torch.Generator(),
+            )
             total = len(batches)
         d = self.model.embed_dim
         start = 0
