@@ -58,7 +58,14 @@ REGISTRY: tuple[Bench, ...] = (
     Bench("metrics", "metrics_bench.py", quick=True, timeout_s=300),
     Bench("index", "index_bench.py", quick=True, timeout_s=300),
     Bench("eval-encode", "eval_encode_bench.py", ("--identities", "30"), quick=True, timeout_s=300),
-    Bench("gallery-index", "gallery_index_bench.py", quick=True, timeout_s=300, owner="helper"),
+    # 100k rows only: the default sweep adds 1M rows (2 GiB, an HNSW build of many minutes here)
+    Bench(
+        "gallery-index",
+        "gallery_index_bench.py",
+        ("--rows", "100000"),
+        timeout_s=600,
+        owner="helper",
+    ),
     Bench("lora", "lora_bench.py", timeout_s=900),
     Bench("tracking", "tracking_bench.py", timeout_s=600),
     Bench("study-overhead", "study_overhead_bench.py", timeout_s=900, owner="lead"),
