@@ -14,17 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Synthetic data -> untrained baseline -> a tracked cpu-tiny run -> promoted to @champion.
+# Synthetic data -> untrained baseline -> the `demo` study (2 workers, SQLite for Optuna and
+# MLflow) -> its best trial promoted to @champion -> a summary. A rerun starts a fresh study.
 demo: $(STAMP)
 	$(BIN)/reid data synth $(DEMO_DIR)/data --seed 0 --overwrite
 	$(BIN)/reid data check $(DEMO_DIR)/data
-	$(BIN)/reid data stats $(DEMO_DIR)/data --preset cpu-tiny
-	$(BIN)/reid eval --preset cpu-tiny --data $(DEMO_DIR)/data --out $(DEMO_DIR)/baseline
-	rm -rf $(DEMO_DIR)/run
-	$(BIN)/reid train --preset cpu-tiny --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run
-	-$(BIN)/reid models promote  # exits 1 (and explains) when the new run does not beat @champion
-	$(BIN)/reid models list
-	@echo "Browse the runs: make ui   (or: $(BIN)/reid ui)"
+	$(BIN)/reid eval --preset cpu-tiny --data $(DEMO_DIR)/data --out $(DEMO_DIR)/baseline --no-track
+	rm -rf $(DEMO_DIR)/studies.db $(DEMO_DIR)/runs
+	$(BIN)/reid study run demo --data $(DEMO_DIR)/data --workers 2 \
+	  --storage sqlite:///$(DEMO_DIR)/studies.db --checkpoints $(DEMO_DIR)/runs
+	-$(BIN)/reid study best demo --storage sqlite:///$(DEMO_DIR)/studies.db --promote \
+	  --baseline $(DEMO_DIR)/baseline/metrics.json  # exits 1 (and says why) when @champion wins
+	@echo ""
+	@echo "MLflow UI (runs, the study's parent run and its trials): make ui   (or: $(BIN)/reid ui)"
+	@echo "Optuna dashboard: $(BIN)/reid study dashboard --storage sqlite:///$(DEMO_DIR)/studies.db"
 
 ui: $(STAMP)
 	$(BIN)/reid ui

@@ -74,6 +74,7 @@ class RunOutcome:
     result: dict[str, Any]
     stop_reason: str | None = None
     resumed_from_epoch: int = 0
+    embeddings: Any = None  # the test evaluation's (EvalEmbeddings), for plots and rank lists
 
     @property
     def finished(self) -> bool:
@@ -141,6 +142,7 @@ def train(
         result,
         trainer.stop_reason,
         resumed_from,
+        getattr(trainer.evaluate_fn, "embeddings", {}).get("test"),
     )
 
 

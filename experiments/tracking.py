@@ -140,6 +140,7 @@ class MlflowTracker(Callback):
         model_name: str | None = DEFAULT_MODEL_NAME,
         log_model: bool = True,
         plots: bool = True,
+        rank_lists: int = 5,
         on_start: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -152,6 +153,7 @@ class MlflowTracker(Callback):
         self.model_name = model_name
         self.log_model = log_model
         self.plots = plots
+        self.rank_lists = rank_lists  # queries per set in plots/ranklist_<set>.png
         self.on_start = on_start  # told the run id as soon as the run exists
         self.run_id: str | None = None  # while the run is open
         self.logged_run_id: str | None = None
@@ -261,15 +263,24 @@ class MlflowTracker(Callback):
             tag_version(self.client, self.model_name, self.model_version, run_id)
 
     def _log_plots(self, outcome: Any) -> None:
-        from experiments.artifacts import cmc_curves, plot_cmc, plot_map_bars
+        """Per-set mAP bars, CMC curves and rank lists of the test split, all drawn from the
+        embeddings its evaluation ranked (nothing is encoded again)."""
+        from experiments.artifacts import cmc_curves, cmc_from_embeddings, plot_cmc, plot_map_bars
+        from experiments.ranklist import write_rank_lists
 
-        data = outcome.data
-        curves = cmc_curves(
-            outcome.model, data.index.root, data.test, self.cfg.data, self.cfg.eval, outcome.device
-        )
+        data, emb = outcome.data, outcome.embeddings
+        if emb is not None:
+            curves = cmc_from_embeddings(emb)
+        else:  # an outcome from elsewhere, without embeddings
+            cfg = self.cfg
+            curves = cmc_curves(
+                outcome.model, data.index.root, data.test, cfg.data, cfg.eval, outcome.device
+            )
         with tempfile.TemporaryDirectory() as tmp:
             plot_map_bars(outcome.result, Path(tmp) / "test_map_by_set.png")
             plot_cmc(curves, Path(tmp) / "test_cmc.png")
+            if emb is not None:
+                write_rank_lists(emb, data.test, data.index.root, Path(tmp), self.rank_lists)
             self.client.log_artifacts(self.run_id, tmp, "plots")
 
     def end(self, status: str = "FINISHED") -> None:

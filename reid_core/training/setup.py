@@ -19,7 +19,7 @@ from reid_core.data.index import DatasetIndex, build_index
 from reid_core.data.protocol import Protocol
 from reid_core.data.sampler import PKBatchSampler
 from reid_core.data.splits import Splits, make_splits, resolve_protocol, trainval_protocol
-from reid_core.evaluation.runner import evaluate_protocol
+from reid_core.evaluation.runner import EvalEmbeddings, evaluate_protocol
 from reid_core.losses import ReidObjective
 from reid_core.model import OmniReID, build_model
 from reid_core.training.callbacks import Callback
@@ -102,6 +102,29 @@ def build_loader(data: DataBundle, cfg: ReidConfig, tokenize: Any) -> DataLoader
     )
 
 
+class SplitEvaluator:
+    """The engine's `evaluate_fn`. For the splits in `keep` (test) it also keeps the embeddings
+    the evaluation ranked, so rank lists and CMC curves need no second encoding pass."""
+
+    def __init__(
+        self,
+        data: DataBundle,
+        cfg: ReidConfig,
+        device: torch.device,
+        keep: tuple[str, ...] = ("test",),
+    ) -> None:
+        self.data, self.cfg, self.device, self.keep = data, cfg, device, keep
+        self.embeddings: dict[str, EvalEmbeddings] = {}
+
+    def __call__(self, model: OmniReID, split: str) -> dict[str, Any]:
+        args = (model, self.data.index.root, self.data.protocol(split), self.cfg.data)
+        rest = (self.cfg.eval, self.device, split)
+        if split not in self.keep:
+            return evaluate_protocol(*args, *rest)
+        result, self.embeddings[split] = evaluate_protocol(*args, *rest, return_embeddings=True)
+        return result
+
+
 def build_trainer(
     cfg: ReidConfig,
     data: DataBundle,
@@ -125,11 +148,7 @@ def build_trainer(
     clip = cfg.optim.clip
     clipper = AdaptiveClipper(clip.quantile, clip.window, clip.warmup_steps, clip.enabled)
 
-    def evaluate_fn(m: OmniReID, split: str) -> dict[str, Any]:
-        return evaluate_protocol(
-            m, data.index.root, data.protocol(split), cfg.data, cfg.eval, device, split
-        )
-
+    evaluate_fn = SplitEvaluator(data, cfg, device)
     return Trainer(
         model,
         ReidObjective(cfg.loss, cfg.data.gallery_modality),

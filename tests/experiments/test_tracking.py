@@ -100,6 +100,8 @@ def test_artifacts_model_and_run_state(tracked):
         "metrics/test.csv",
         "plots/test_map_by_set.png",
         "plots/test_cmc.png",
+        "plots/ranklist_nir.png",
+        "plots/ranklist_nir_cp_sk_text.png",
         "checkpoints/best.pt",
     } <= files
     local = mlflow.artifacts.download_artifacts(
