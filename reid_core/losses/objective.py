@@ -91,7 +91,8 @@ class ReidObjective:
         # One fused embedding per (combination, sample): the gallery view {gallery} first, then
         # every query combination present. Fusion is cheap next to the backbone passes above.
         combos = [(self.gallery,), *query_combinations(batch.present(), self.gallery)]
-        fused, ids, owners, kept = [], [], [], []
+        fused, ids, owners = [], [], []
+        kept: list[tuple[Modality, ...]] = []  # the views present, in owner order
         for combo in combos:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
             if not bool(rows.any()):
