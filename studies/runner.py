@@ -88,12 +88,13 @@ def _spawn(
 
 def _watch(study: Any, spec: StudySpec, procs: list[Any]) -> None:
     from studies.live import TrialView
+    from studies.storage import retry_db
 
     with TrialView(spec) as view:
         while any(p.is_alive() for p in procs):
-            view.update(study.get_trials(deepcopy=False))
+            view.update(retry_db(study.get_trials, deepcopy=False))
             time.sleep(_POLL_S)
-        view.update(study.get_trials(deepcopy=False))
+        view.update(retry_db(study.get_trials, deepcopy=False))
 
 
 def _stop(procs: list[Any]) -> None:

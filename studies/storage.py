@@ -133,3 +133,66 @@ def study_lock(url: str, name: str) -> Iterator[None]:
         path = Path(tempfile.gettempdir()) / f"omnireid-study-{_lock_key(url, name):x}.lock"
     with file_lock(path):
         yield
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """A dropped or refused database connection (a restarted server), not a logic error; Optuna
+    wraps those in StorageInternalError, so the causes are looked at too."""
+    import psycopg
+    import sqlalchemy.exc
+
+    seen = 0
+    while exc is not None and seen < 8:
+        kinds = (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            psycopg.OperationalError,
+        )
+        if isinstance(exc, kinds):
+            return True
+        if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def retry_db(call: Any, *args: Any, patience: float = 120.0, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)`, retried with backoff while the storage is unreachable (up to
+    `patience` seconds): a restarted PostgreSQL costs a trial a pause, not its result."""
+    import logging
+    import random
+    import time
+
+    deadline = time.monotonic() + patience
+    delay = 0.5
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            logging.getLogger("omnireid.study").warning(
+                "study storage unreachable (%s); retrying in %.1f s",
+                str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__,
+                delay,
+            )
+            time.sleep(delay + random.random() * 0.2)
+            delay = min(delay * 2, 8.0)
+
+
+class DurableTrial:
+    """A trial whose storage calls (`set_user_attr`, `report`, `should_prune`, `suggest_*`)
+    wait out a storage outage through `retry_db`; everything else passes through."""
+
+    def __init__(self, trial: Any) -> None:
+        self._trial = trial
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._trial, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retry_db(value, *args, **kwargs)
+
+        return call

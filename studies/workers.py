@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.storage import redact, study_lock
+from studies.storage import DurableTrial, redact, retry_db, study_lock
 
 log = logging.getLogger("omnireid.study")
 
@@ -101,7 +101,7 @@ def work(args: WorkerArgs) -> int:
     me = f"{socket.gethostname()}:{os.getpid()}"
     wait = min(5.0, float(spec.storage.heartbeat_interval))
     while args.deadline is None or time.time() < args.deadline:
-        trial, others_running = _claim(args, study, spec, me)
+        trial, others_running = retry_db(_claim, args, study, spec, me)
         if trial is None:
             if not others_running:
                 break
@@ -109,7 +109,7 @@ def work(args: WorkerArgs) -> int:
             continue
         _run(ctx, study, storage, trial)
         update_parent(ctx.store, study, spec)
-    finalize(ctx.store, args.storage, study, spec)
+    retry_db(finalize, ctx.store, args.storage, study, spec)
     return 0
 
 
@@ -139,22 +139,23 @@ def _run(ctx: Any, study: Any, storage: Any, trial: Any) -> None:
 
     from studies.objective import run_trial
 
-    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    trials = retry_db(study.get_trials, deepcopy=False)
+    frozen = next(t for t in trials if t.number == trial.number)
     log.info("trial %d started: %s", trial.number, dict(frozen.params) or "sampling")
     try:
         with heartbeat(storage, trial):
-            result = run_trial(ctx, trial, frozen)
+            result = run_trial(ctx, DurableTrial(trial), frozen)
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
         log.info("trial %d interrupted", trial.number)
         raise
     if result.state == "complete":
-        study.tell(trial, result.values)
+        retry_db(study.tell, trial, result.values)
     elif result.state == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
+        retry_db(study.tell, trial, state=TrialState.PRUNED)
     else:
-        study.tell(trial, state=TrialState.FAIL)
+        retry_db(study.tell, trial, state=TrialState.FAIL)
     log.info("trial %d %s %s", trial.number, result.state, result.values or result.reason or "")
 
 
