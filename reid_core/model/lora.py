@@ -63,6 +63,19 @@ def resolve_mode(mode: str, dropout: float, freeze_backbone: bool) -> str:
     return mode
 
 
+def _merged_autocast(rows, weight, bias, down, up, scale) -> torch.Tensor:
+    """`_MergedLinear` under autocast: a custom Function is not autocast itself, so its inputs
+    are cast to the autocast dtype here and it runs with autocast off (its backward then sees
+    one dtype, as `F.linear` under autocast would)."""
+    dev = rows.device.type
+    if not torch.is_autocast_enabled(dev):
+        return _MergedLinear.apply(rows, weight, bias, down, up, scale)
+    dt = torch.get_autocast_dtype(dev)
+    cast = [t if t is None else t.to(dt) for t in (rows, weight, bias, down, up)]
+    with torch.autocast(dev, enabled=False):
+        return _MergedLinear.apply(*cast, scale)
+
+
 class _MergedLinear(torch.autograd.Function):
     """`x (W + s up down)^T + b`, one GEMM; the backward never forms dW when W is frozen.
 
@@ -144,7 +157,7 @@ def adapted_linear(
     down, up = _lowrank_pair(adapters, weight.shape[0])
     rows = x.reshape(-1, x.shape[-1])  # [tokens, in]; a view: x comes from LayerNorm or a GEMM
     if mode == "merged":
-        y = _MergedLinear.apply(rows, weight, bias, down, up, scale)
+        y = _merged_autocast(rows, weight, bias, down, up, scale)
     else:
         y = torch.addmm(
             F.linear(rows, weight, bias), F.linear(dropout(rows), down), up.t(), alpha=scale
