@@ -168,10 +168,10 @@ def eval_cmd(
 
         store = open_store(tracking_uri, experiment)  # fail fast, before the evaluation
     if rank_lists:
-        from experiments.ranklist import evaluate_with_embeddings, log_rank_lists, write_rank_lists
+        from experiments.ranklist import log_rank_lists, write_rank_lists
 
-        result, emb, proto, root = evaluate_with_embeddings(
-            cfg, data_root, checkpoint=checkpoint, split=split, out=out
+        result, emb, proto, root = evaluate(
+            cfg, data_root, checkpoint=checkpoint, split=split, out=out, with_embeddings=True
         )
     else:
         result = evaluate(cfg, data_root, checkpoint=checkpoint, split=split, out=out)

@@ -197,33 +197,3 @@ def _draw_item(ax: Any, item: Any, root: Path) -> None:
 
 
 # ------------------------------------------------------------------------ `reid eval` helper
-def evaluate_with_embeddings(
-    cfg: Any, data_root: Path, *, checkpoint: Path | None, split: str, out: Path | None
-) -> tuple[dict[str, Any], Any, Any, Path]:
-    """`experiments.run.evaluate`, also returning the embeddings, the protocol and the data root
-    (for rank lists); writes OUT/metrics.json the same way."""
-    from experiments.run import write_json
-    from reid_core.evaluation.runner import evaluate_protocol
-    from reid_core.model import build_model
-    from reid_core.training.checkpoint import load_checkpoint, load_model_state
-    from reid_core.training.engine import resolve_device
-    from reid_core.training.paths import RunPaths
-    from reid_core.training.setup import DataBundle, seed_everything
-
-    state = load_checkpoint(checkpoint) if checkpoint else None
-    data = DataBundle.load(Path(data_root), cfg)
-    seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
-    num_classes = len(state["train_pids"]) if state else len(data.splits.train)
-    model = build_model(cfg, num_classes, load_pretrained=state is None)
-    if state is not None:
-        load_model_state(model, state["model"], str(checkpoint))
-    model.to(device)
-    protocol = data.protocol(split)
-    result, emb = evaluate_protocol(
-        model, data.index.root, protocol, cfg.data, cfg.eval, device, split, return_embeddings=True
-    )
-    result["checkpoint"] = str(checkpoint) if checkpoint else None
-    if out is not None:
-        write_json(RunPaths(Path(out)).metrics, result)
-    return result, emb, protocol, Path(data.index.root)

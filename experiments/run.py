@@ -153,8 +153,13 @@ def evaluate(
     checkpoint: Path | None,
     split: str,
     out: Path | None,
-) -> dict[str, Any]:
-    """Score a checkpoint (or, without one, the untrained model: the baseline) on a split."""
+    with_embeddings: bool = False,
+) -> Any:
+    """Score a checkpoint (or, without one, the untrained model: the baseline) on a split.
+
+    Returns the result; with `with_embeddings`, `(result, embeddings, protocol, data root)`, the
+    embeddings being what the evaluation ranked (for rank lists, without encoding again).
+    """
     from reid_core.evaluation.runner import evaluate_protocol
     from reid_core.model import build_model
     from reid_core.training.checkpoint import load_checkpoint, load_model_state
@@ -170,10 +175,11 @@ def evaluate(
     if state is not None:
         load_model_state(model, state["model"], str(checkpoint))
     model.to(device)
-    result = evaluate_protocol(  # encodes under no_grad itself
-        model, data.index.root, data.protocol(split), cfg.data, cfg.eval, device, split
+    protocol = data.protocol(split)
+    result, emb = evaluate_protocol(  # encodes under no_grad itself
+        model, data.index.root, protocol, cfg.data, cfg.eval, device, split, return_embeddings=True
     )
     result["checkpoint"] = str(checkpoint) if checkpoint else None
     if out is not None:
         write_json(RunPaths(Path(out)).metrics, result)
-    return result
+    return (result, emb, protocol, Path(data.index.root)) if with_embeddings else result

@@ -13,11 +13,11 @@ from reid_core.config import load_config
 @pytest.fixture(scope="module")
 def evaluated(exp_root):
     """An untrained micro model scored on val, with its embeddings (no second pass)."""
-    from experiments.ranklist import evaluate_with_embeddings
+    from experiments.run import evaluate
 
     cfg = load_config(preset="micro")
-    result, emb, protocol, root = evaluate_with_embeddings(
-        cfg, exp_root, checkpoint=None, split="val", out=None
+    result, emb, protocol, root = evaluate(
+        cfg, exp_root, checkpoint=None, split="val", out=None, with_embeddings=True
     )
     return result, emb, protocol, root
 
