@@ -25,6 +25,26 @@ class TrackedRun:
     out: Path
 
 
+def wait_http(url: str, proc: Any, log: Path | None = None, timeout: float = 180) -> None:
+    """Until `url` answers; fails naming the server's output when it exits first."""
+    import time
+    import urllib.request
+
+    def tail() -> str:
+        return log.read_text()[-2000:] if log is not None and log.exists() else ""
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}: {tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s: {tail()}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

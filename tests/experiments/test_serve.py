@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.experiments.conftest import free_port
+from tests.experiments.conftest import free_port, wait_http
 
 MODEL = "models:/omnireid/1"
 RESULT_KEYS = {"rank", "score", "path", "identity", "thumbnail"}
@@ -189,7 +189,7 @@ def test_page_in_chromium_ranks_a_sketch_and_caption(served, tmp_path):
     driver = None
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(f"{base}/healthz", proc, tmp_path / "serve.log")
+        wait_http(f"{base}/healthz", proc, tmp_path / "serve.log")
         driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
         driver.get(f"{base}/")
         driver.find_element(By.CSS_SELECTOR, "input[name=sk]").send_keys(str(_sketch(tracked.root)))
@@ -217,18 +217,3 @@ def test_page_in_chromium_ranks_a_sketch_and_caption(served, tmp_path):
             driver.quit()
         stop_process_group(proc)
         log.close()
-
-
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    import urllib.request
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"reid serve exited with {proc.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout} s")

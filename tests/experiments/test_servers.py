@@ -16,7 +16,7 @@ import pytest
 
 from experiments.pyfunc import image_b64
 from experiments.ui import stop_process_group
-from tests.experiments.conftest import free_port
+from tests.experiments.conftest import free_port, wait_http
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,19 +34,6 @@ def _env(uri: str) -> dict[str, str]:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
     }
-
-
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout} s")
 
 
 @pytest.mark.slow
@@ -77,7 +64,7 @@ def test_models_serve_answers_invocations_with_base64_images(champion, tmp_path)
         start_new_session=True,
     )
     try:
-        _wait(f"http://127.0.0.1:{port}/ping", proc)
+        wait_http(f"http://127.0.0.1:{port}/ping", proc)
         nir = sorted((champion.root / "nir").rglob("*.jpg"))[0]
         vis = sorted((champion.root / "vis").rglob("*.jpg"))[0]
         records = [
@@ -150,7 +137,7 @@ def test_ui_shows_the_run_and_its_test_score(tracked, tmp_path):
     try:
         assert f"http://127.0.0.1:{port}" in proc.stdout.readline()  # the address, printed
         base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/health", proc)
+        wait_http(f"{base}/health", proc)
         driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
         driver.get(f"{base}/#/experiments/{tracked.experiment_id}/{UI_RUNS_VIEW}")
         run_name = tracked.out.name

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -113,7 +111,7 @@ def pg_db(pg_server):
 @pytest.fixture
 def mlflow_server(pg_db, tmp_path):
     """`mlflow server` with a PostgreSQL backend store and served artifacts, on loopback."""
-    from tests.experiments.conftest import free_port
+    from tests.experiments.conftest import free_port, wait_http
 
     backend = pg_db.replace("postgresql://", "postgresql+psycopg://") + "_mlflow"
     with _admin() as conn:
@@ -134,7 +132,7 @@ def mlflow_server(pg_db, tmp_path):
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{url}/health", proc, tmp_path / "mlflow-server.log")
+        wait_http(f"{url}/health", proc, tmp_path / "mlflow-server.log")
         yield url
     finally:
         from experiments.ui import stop_process_group
@@ -147,19 +145,6 @@ def mlflow_server(pg_db, tmp_path):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,)
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
-
-
-def _wait_http(url: str, proc: Any, log: Path, timeout: float = 180) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout} s: {log.read_text()[-2000:]}")
 
 
 def trials(storage: str, name: str) -> list[Any]:

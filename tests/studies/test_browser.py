@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tests.experiments.conftest import free_port
-from tests.experiments.test_servers import CHROMEDRIVER, CHROMIUM, _until, _wait
+from tests.experiments.conftest import free_port, wait_http
+from tests.experiments.test_servers import CHROMEDRIVER, CHROMIUM, _until
 from tests.studies.conftest import reid, server_env, write_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -42,7 +42,7 @@ def test_ui_opens_the_parent_run_and_lists_its_trials(tmp_path, monkeypatch, stu
     driver = None
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/health", proc)
+        wait_http(f"{base}/health", proc)
         driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
         exp = parent.info.experiment_id
         driver.get(f"{base}/#/experiments/{exp}/runs/{parent.info.run_id}")
