@@ -170,9 +170,9 @@ def create(spec: StudySpec, place: Placement) -> Any:
     if data_root is None:
         raise StudyError(f"study {spec.name}: give --data ROOT (or `data:` in the spec)")
     check_data(spec, data_root)
-    storage = storage_for(spec, place.storage)
     store = open_store(place.tracking_uri, place.experiment)  # fails fast when unreachable
     with study_lock(place.storage, spec.name):
+        storage = storage_for(spec, place.storage)  # a fresh database's schema: one at a time
         study = optuna.create_study(
             study_name=spec.name,
             storage=storage,

@@ -38,7 +38,8 @@ def _candidate(client, tracked, name, score, digest=None):
     return str(mv.version), run.info.run_id
 
 
-def test_list_and_promote_end_to_end(tracked, capsys, monkeypatch):
+def test_list_and_promote_end_to_end(tracked, mlflow_env, capsys, monkeypatch):
+    # mlflow_env: MLflow resolves `models:/m-...` sources through the global tracking URI
     monkeypatch.chdir(tracked.home)
     client = _client(tracked.uri)
     base = client.get_run(tracked.run_id).data.metrics["test/score"]

@@ -48,11 +48,13 @@ def write_spec(folder: Path, name: str, **changes: Any) -> Path:
 
 
 def reid(*args: str, cwd: Path, env: dict[str, str] | None = None, **kw: Any) -> Any:
-    """`reid ARGS` in a subprocess (the console script's code path)."""
+    """`reid ARGS` in a subprocess (the console script's code path); the tracking store is the
+    one the test names, never a URI another test left in the environment."""
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
         [sys.executable, "-m", "studies.cli", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

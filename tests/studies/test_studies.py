@@ -178,6 +178,7 @@ def test_sigint_stops_cleanly_and_a_rerun_continues_to_the_budget(tmp_path, stud
     )
     storage = f"sqlite:///{tmp_path}/studies.db"
     args = ["study", "run", str(path), "--data", str(study_root), "--storage", storage]
+    args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]  # not the env's
     proc = reid(*args, cwd=tmp_path)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -215,6 +216,7 @@ def test_two_creates_at_once_make_one_study_and_one_parent_run(tmp_path, study_r
     path = write_spec(tmp_path, "race", budget={"n_trials": 3})
     storage = f"sqlite:///{tmp_path}/studies.db"
     args = ["study", "create", str(path), "--data", str(study_root), "--storage", storage]
+    args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
     procs = [reid(*args, cwd=tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
