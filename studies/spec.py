@@ -311,18 +311,18 @@ def shipped_specs() -> dict[str, str]:
 
 def _spec_text(name_or_path: str | Path) -> tuple[str, str, Path | None]:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    shipped = _specs_folder() / f"{name_or_path}.yaml"
+    if path.suffix in (".yaml", ".yml") or path.is_file() or not shipped.is_file():
+        if not path.is_file() and path.suffix not in (".yaml", ".yml"):
+            names = ", ".join(shipped_specs())
+            raise SpecError(f"unknown study spec {str(path)!r} (shipped: {names}; or a path)")
         if not path.is_file():
             raise SpecError(f"study spec {path}: no such file")
         try:
             return path.read_text(encoding="utf-8"), str(path), path.resolve().parent
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"study spec {path}: cannot read ({exc})") from None
-    entry = _specs_folder() / f"{name_or_path}.yaml"
-    if not entry.is_file():
-        names = ", ".join(shipped_specs())
-        raise SpecError(f"unknown study spec {str(name_or_path)!r} (shipped: {names}; or a path)")
-    return entry.read_text(encoding="utf-8"), f"shipped spec {name_or_path}", None
+    return shipped.read_text(encoding="utf-8"), f"shipped spec {name_or_path}", None
 
 
 def parse_spec(tree: Any, source: str = "study spec") -> StudySpec:
