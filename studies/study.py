@@ -170,6 +170,9 @@ def create(spec: StudySpec, place: Placement) -> Any:
     if data_root is None:
         raise StudyError(f"study {spec.name}: give --data ROOT (or `data:` in the spec)")
     check_data(spec, data_root)
+    from studies.storage import check_reachable
+
+    check_reachable(place.storage)  # one line, before the lock needs a connection
     store = open_store(place.tracking_uri, place.experiment)  # fails fast when unreachable
     with study_lock(place.storage, spec.name):
         storage = storage_for(spec, place.storage)  # a fresh database's schema: one at a time
