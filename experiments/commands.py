@@ -17,7 +17,7 @@ from reid_core.cli import echo_json
 _DEFAULT_EXPERIMENT = "omnireid"  # experiments.tracking.DEFAULT_EXPERIMENT, without importing it
 _DEFAULT_MODEL = "omnireid"
 
-_URI = click.option(
+TRACKING_URI = click.option(  # shared with `reid study`
     "--tracking-uri",
     default=None,
     metavar="URI",
@@ -36,7 +36,7 @@ def tracking_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """`--no-track`, `--tracking-uri`, `--experiment` and `--model-name`."""
 
     @click.option("--no-track", is_flag=True, help="Do not use MLflow at all.")
-    @_URI
+    @TRACKING_URI
     @click.option(
         "--experiment",
         default=_DEFAULT_EXPERIMENT,
@@ -77,7 +77,7 @@ def models_group() -> None:
 
 @models_group.command("list")
 @_NAME
-@_URI
+@TRACKING_URI
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_list(model_name: str, tracking_uri: str | None, as_json: bool) -> None:
     """Versions with aliases, test score, run, dataset digest and protocol."""
@@ -109,7 +109,7 @@ def models_list(model_name: str, tracking_uri: str | None, as_json: bool) -> Non
 
 @models_group.command("promote")
 @_NAME
-@_URI
+@TRACKING_URI
 @click.option("--run", "run_id", default=None, help="Candidate: the version this run registered.")
 @click.option("--version", default=None, help="Candidate version (default: the newest).")
 @click.option("--alias", default="champion", show_default=True)
@@ -190,7 +190,7 @@ def models_promote(
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--no-cache", is_flag=True, help="Re-embed the gallery even when cached.")
-@_URI
+@TRACKING_URI
 def search_cmd(
     model_uri: str,
     gallery: Path | None,
@@ -233,7 +233,7 @@ def search_cmd(
 
 # ------------------------------------------------------------------------------------------- ui
 @click.command("ui")
-@_URI
+@TRACKING_URI
 @click.option(
     "--host",
     default="127.0.0.1",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from experiments.commands import _URI, _client
+from experiments.commands import TRACKING_URI, _client
 
 _MODEL = click.option(
     "--model",
@@ -50,7 +50,7 @@ def index_group() -> None:
     help="Images per chunk file (an interrupted build continues at the first missing chunk).",
 )
 @_KIND
-@_URI
+@TRACKING_URI
 def index_build(
     model_uri: str,
     gallery: Path,
@@ -98,7 +98,7 @@ def index_build(
     type=click.FloatRange(min=0.01),
     help="Largest image accepted per field.",
 )
-@_URI
+@TRACKING_URI
 def serve_cmd(
     model_uri: str,
     index_dir: Path,

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from experiments.commands import TRACKING_URI
 from reid_core.errors import ReidError
 
 _STORAGE = click.option(
@@ -20,12 +21,6 @@ _STORAGE = click.option(
     metavar="URL",
     help="Optuna storage: sqlite:///FILE or postgresql://USER@HOST/DB "
     "(default: the spec's storage.url, else sqlite:///studies.db).",
-)
-_URI = click.option(
-    "--tracking-uri",
-    default=None,
-    metavar="URI",
-    help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
 )
 _DATA = click.option(
     "--data",
@@ -80,7 +75,7 @@ def _setup(spec_arg: str, storage: str | None, data_root: Path | None, tracking_
 @click.argument("spec")
 @_DATA
 @_STORAGE
-@_URI
+@TRACKING_URI
 @_CHECKPOINTS
 def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None:
     """Create the study SPEC (a shipped name or a YAML path) and its MLflow parent run."""
@@ -104,7 +99,7 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
     "--gpus", default=None, metavar="0,1,..", help="One worker per listed GPU (overrides -w)."
 )
 @_STORAGE
-@_URI
+@TRACKING_URI
 @_CHECKPOINTS
 def run_cmd(
     spec: str, data_root, workers: int, gpus: str | None, storage, tracking_uri, checkpoints
@@ -127,7 +122,7 @@ def run_cmd(
 @click.argument("name")
 @click.option("--storage", required=True, metavar="URL", help="The study's Optuna storage.")
 @_DATA
-@_URI
+@TRACKING_URI
 @_CHECKPOINTS
 @click.option("--index", default=None, type=int, help="Worker number (seeds its sampler).")
 def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, index) -> None:
@@ -180,7 +175,7 @@ def status_cmd(name: str, storage: str | None, as_json: bool) -> None:
 @study_group.command("best")
 @click.argument("name")
 @_STORAGE
-@_URI
+@TRACKING_URI
 @click.option("--promote", is_flag=True, help="Register its model and try @champion.")
 @click.option("--min-delta", type=float, default=0.0, show_default=True)
 @click.option("--model-name", default="omnireid", show_default=True)
