@@ -5,6 +5,10 @@ every identity's anchors are shuffled and cut into chunks of K (a last partial c
 with other anchors of the same identity), and batches take one chunk from each of P identities
 chosen with probability proportional to their remaining chunks, so identities with many anchors
 are spread over the whole epoch. Identities with fewer than K anchors repeat anchors.
+
+Under data-parallel training every rank draws the same global batches and keeps its own share:
+rank r of N takes identities r*P/N .. (r+1)*P/N - 1 of each batch, so the N ranks together see
+exactly the batch a single process would.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class PKBatchSampler(Sampler[list[int]]):
     batches is `len(anchor_pids) // (p * k)` (at least 1) with `drop_last`, else rounded up;
     every batch is full. Identities with fewer than `k` anchors are drawn with replacement: they
     are listed in `replacement_pids`, and `replacement_draws` counts such chunks in the last epoch.
+    With `world_size` > 1 it yields this `rank`'s P / world_size identities of each batch.
     """
 
     def __init__(
@@ -39,10 +44,19 @@ class PKBatchSampler(Sampler[list[int]]):
         k: int,
         seed: int,
         drop_last: bool = True,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
         if p < 1 or k < 1:
             raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
+        if p % world_size:
+            raise DataError(
+                f"data.p = {p} identities per batch do not split evenly over {world_size} "
+                f"processes; choose a multiple of {world_size}"
+            )
+        self.rank, self.world_size = rank, world_size
         self.anchor_pids = [int(pid) for pid in anchor_pids]
         self.p, self.k, self.seed, self.drop_last = p, k, seed, drop_last
         self.epoch = 0
@@ -100,6 +114,12 @@ class PKBatchSampler(Sampler[list[int]]):
         return chunks
 
     def __iter__(self) -> Iterator[list[int]]:
+        share = self.p // self.world_size * self.k
+        for batch in self.global_batches():
+            yield batch[self.rank * share : (self.rank + 1) * share]
+
+    def global_batches(self) -> Iterator[list[int]]:
+        """The whole batches of this epoch (every rank's share), identity by identity."""
         rng = seeded_rng(self.seed, self.epoch)
         self.replacement_draws = 0
         queues = [self._chunks(j, rng) for j in range(len(self._pids))]
@@ -118,7 +138,7 @@ class PKBatchSampler(Sampler[list[int]]):
 def first_batches_composition(sampler: PKBatchSampler, n: int = 2) -> list[dict[int, int]]:
     """Identity ids and their anchor counts in the sampler's first `n` batches, for logging."""
     out: list[dict[int, int]] = []
-    for batch in sampler:
+    for batch in sampler.global_batches():
         out.append(dict(Counter(sampler.anchor_pids[i] for i in batch)))
         if len(out) >= n:
             break

@@ -99,3 +99,21 @@ def test_works_as_a_dataloader_batch_sampler():
     loader = DataLoader(list(range(len(ANCHOR_PIDS))), batch_sampler=sampler)
     batches = [b.tolist() for b in loader]
     assert batches == _epoch(sampler, 0)
+
+
+def test_ranks_split_each_batch_by_identity_and_together_make_the_whole_batch():
+    whole = _epoch(PKBatchSampler(ANCHOR_PIDS, p=4, k=4, seed=5), 1)
+    shares = [
+        _epoch(PKBatchSampler(ANCHOR_PIDS, p=4, k=4, seed=5, rank=r, world_size=2), 1)
+        for r in range(2)
+    ]
+    assert len(shares[0]) == len(shares[1]) == len(whole)
+    for batch, first, second in zip(whole, *shares, strict=True):
+        assert first + second == batch  # rank order is batch order
+        ids = [{ANCHOR_PIDS[i] for i in share} for share in (first, second)]
+        assert len(ids[0]) == len(ids[1]) == 2 and not ids[0] & ids[1]
+
+
+def test_p_that_does_not_split_over_the_ranks_is_one_clear_error():
+    with pytest.raises(DataError, match=r"data.p = 3 .* 2 processes; choose a multiple of 2"):
+        _quiet(ANCHOR_PIDS, p=3, k=4, seed=0, rank=1, world_size=2)
