@@ -48,8 +48,33 @@ def train_cmd(
     """Train on ROOT: val every `train.eval_every` epochs, test once at the end.
 
     Writes OUT/config.yaml, OUT/checkpoints/{last,best}.pt, OUT/history.jsonl and
-    OUT/metrics.json, and prints the test table.
+    OUT/metrics.json, and prints the test table. Under `torchrun --nproc-per-node N` it trains
+    data-parallel; rank 0 alone tracks, writes and prints (docs/DISTRIBUTED.md).
     """
+    from reid_core.training import distributed
+
+    try:
+        _train(
+            preset, config_file, overrides, data_root, out, resume, resume_from,
+            no_track or not distributed.launched().is_main, tracking_uri, experiment, model_name,
+        )  # fmt: skip
+    finally:
+        distributed.shutdown()
+
+
+def _train(
+    preset: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    data_root: Path,
+    out: Path,
+    resume: bool,
+    resume_from: Path | None,
+    no_track: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    model_name: str,
+) -> None:
     from experiments.report import print_metrics
     from experiments.run import train
     from reid_core.training.paths import RunPaths
@@ -69,8 +94,12 @@ def train_cmd(
 
         store = open_store(tracking_uri, experiment)
         name = f"{out.name}-{preset}" if preset and preset != out.name else out.name
+        from reid_core.training.distributed import launched
+
+        world = launched().world_size  # rank 0 of a torchrun launch tracks for every rank
+        tags = {"distributed.world_size": str(world)} if world > 1 else None
         tracker = MlflowTracker(
-            cfg, data_root, out, store=store, run_name=name, model_name=model_name
+            cfg, data_root, out, store=store, run_name=name, model_name=model_name, tags=tags
         )
         with sigterm_as_interrupt(), tracker:
             outcome = train(
@@ -84,6 +113,8 @@ def train_cmd(
             )
             tracker.finish(outcome)
         click.echo(tracker.summary())
+    if not outcome.is_main:
+        return  # rank 0 reports for every rank
     if outcome.finished:
         print_metrics(outcome.result)
     else:

@@ -2,6 +2,7 @@
 
 Everything a run writes lives under its `--out` folder (`reid_core.training.paths.RunPaths`).
 Trackers join through `callbacks`, and whoever runs `train` finishes them with its outcome.
+Under torchrun only rank 0 writes, evaluates and runs callbacks (`RunOutcome.is_main`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class RunOutcome:
     stop_reason: str | None = None
     resumed_from_epoch: int = 0
     embeddings: Any = None  # the test evaluation's (EvalEmbeddings), for plots and rank lists
+    is_main: bool = True  # False on torchrun ranks other than 0: they wrote and scored nothing
 
     @property
     def finished(self) -> bool:
@@ -96,9 +98,11 @@ def train(
 
     `resume` continues `out` from its own last checkpoint; `resume_from` starts the new run
     folder `out` from another run's checkpoint (a retried study trial). `data`, when given and
-    built for the same root and config, is used instead of loading the dataset again.
+    built for the same root and config, is used instead of loading the dataset again. Under
+    torchrun every rank calls it; rank 0 alone writes, evaluates and runs `callbacks`.
     """
     from reid_core.training.checkpoint import load_checkpoint, load_model_state
+    from reid_core.training.distributed import current
     from reid_core.training.hooks import CheckpointCallback, HistoryCallback, ProgressCallback
     from reid_core.training.setup import DataBundle, build_trainer
 
@@ -113,15 +117,24 @@ def train(
     extra = {"config": to_dict(cfg), "train_pids": list(data.splits.train)}
     ckpt = CheckpointCallback(paths, cfg.train.checkpoint_every, extra)
     hooks = [ProgressCallback(cfg.train.log_every), ckpt, HistoryCallback(paths.history)]
-    trainer = build_trainer(cfg, data, [*hooks, *callbacks], load_pretrained=load_pretrained)
-    paths.out.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(to_yaml(cfg), encoding="utf-8")
+    main = current().is_main
+    every = [*hooks, *callbacks] if main else []
+    trainer = build_trainer(cfg, data, every, load_pretrained=load_pretrained)
+    if main:
+        paths.out.mkdir(parents=True, exist_ok=True)
+        paths.config.write_text(to_yaml(cfg), encoding="utf-8")
     if state is not None:
         load_model_state(trainer.model, state["model"], str(source))
         trainer.load_state_dict(state)
         ckpt.best = state.get("best_val_score")
     resumed_from = trainer.state.epoch
     status = trainer.fit()
+    if not main:
+        result = {"status": status, "stop_reason": trainer.stop_reason}
+        return RunOutcome(
+            status, paths, data, trainer.model, trainer.device, result,
+            trainer.stop_reason, resumed_from, is_main=False,
+        )  # fmt: skip
     val = trainer.last_metrics.get("val")
     result: dict[str, Any] = {"status": status, "val": val, "best_val_score": ckpt.best}
     if status == "finished":

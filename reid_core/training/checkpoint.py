@@ -20,6 +20,13 @@ from reid_core.fileio import atomic_path
 FORMAT_VERSION = 1
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict[str, torch.Tensor]:
     """Python, numpy and torch RNG states, every one a tensor."""
     version, words, gauss = random.getstate()

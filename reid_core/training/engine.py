@@ -2,6 +2,8 @@
 
 It runs `objective(model, batch, epoch)`, steps the optimizer with AMP, adaptive clipping and the
 LR schedule, and calls the callbacks. Trackers and tuners come in only through callbacks.
+Under torchrun (`dist`) every rank runs this loop in step: rank 0 alone evaluates and is the
+only rank with callbacks; its stop requests and evaluation results reach the other ranks.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import torch
 
 from reid_core.errors import ReidError
 from reid_core.training.callbacks import Callback, CallbackList
-from reid_core.training.checkpoint import rng_state, set_rng_state
+from reid_core.training.checkpoint import rng_state, seed_everything, set_rng_state
 from reid_core.training.clipping import AdaptiveClipper
+from reid_core.training.distributed import SINGLE, DistContext
 from reid_core.training.schedule import LrSchedule
 
 
@@ -66,8 +69,9 @@ class Trainer:
         eval_splits: Sequence[str] = ("val",),
         callbacks: Iterable[Callback] = (),
         group_names: list[str] | None = None,
+        dist: DistContext = SINGLE,
     ) -> None:
-        self.model = model
+        self.model = model  # unwrapped: checkpoints and evaluation never see a DDP wrapper
         self.objective = objective
         self.optimizer = optimizer
         self.schedule = schedule
@@ -82,6 +86,9 @@ class Trainer:
         self.callbacks = CallbackList(list(callbacks))
         self.group_names = group_names or [f"group{i}" for i in range(len(optimizer.param_groups))]
         self.state = TrainState()
+        self.dist = dist
+        # every rank's (RNG state, bad images) at the last epoch end, for rank 0's checkpoint
+        self._ranks: list[tuple[dict[str, torch.Tensor], int]] = []
         self.stop_reason: str | None = None
         self.last_metrics: dict[str, dict[str, Any]] = {}
         cuda = device.type == "cuda"
@@ -121,7 +128,8 @@ class Trainer:
                 self.callbacks.on_epoch_end(self, epoch, logs)
                 if self.should_eval(epoch):
                     for split in self.eval_splits:
-                        self.evaluate(split, epoch)
+                        self._evaluate_together(split, epoch)
+                self.stop_reason = self.dist.sync_stop(self.stop_reason)
                 if self.stop_reason:
                     break
             status = "stopped" if self.stop_reason else "finished"
@@ -139,8 +147,26 @@ class Trainer:
         return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
 
     def evaluate(self, split: str, epoch: int | None = None) -> dict[str, Any]:
+        """Score `split` in this process (after `fit`, rank 0 scores test alone)."""
+        return self._record(split, epoch, self._score(split))
+
+    def _evaluate_together(self, split: str, epoch: int) -> dict[str, Any]:
+        """Rank 0 scores, every rank records its result (the plateau schedule needs it)."""
+        metrics = self.dist.broadcast(self._score(split) if self.dist.is_main else None)
+        assert metrics is not None  # rank 0 always sends its result
+        return self._record(split, epoch, metrics)
+
+    def _score(self, split: str) -> dict[str, Any]:
         assert self.evaluate_fn is not None
-        metrics = self.evaluate_fn(self.model, split)
+        # Evaluation leaves the training RNG streams where it found them: only rank 0 evaluates
+        # under torchrun, and a resumed run must not depend on what evaluation drew.
+        saved = rng_state()
+        try:
+            return self.evaluate_fn(self.model, split)
+        finally:
+            set_rng_state(saved)
+
+    def _record(self, split: str, epoch: int | None, metrics: dict[str, Any]) -> dict[str, Any]:
         self.last_metrics[split] = metrics
         if split == "val" and "score" in metrics:
             self.schedule.observe(float(metrics["score"]))
@@ -169,7 +195,9 @@ class Trainer:
         for i, batch in enumerate(self.loader):
             if self.max_steps and i >= self.max_steps:
                 break
-            if batch.size == 0:  # every sample's anchor was undecodable (on_bad_image: skip)
+            # Every sample's anchor undecodable (on_bad_image: skip): under torchrun all ranks skip
+            # the step together when any share is empty.
+            if not self.dist.all_true(batch.size > 0):
                 self._count_bad(batch)
                 continue
             logs = self._train_step(batch, epoch)
@@ -179,15 +207,17 @@ class Trainer:
                 counts[k] = counts.get(k, 0) + 1
             logs["samples_per_s"] = samples / max(1e-9, time.perf_counter() - start)
             self.callbacks.on_step_end(self, self.state.step, logs)
+            self.stop_reason = self.dist.sync_stop(self.stop_reason)
             if self.stop_reason:
                 break
         elapsed = time.perf_counter() - start
+        self._ranks = self.dist.all_gather((rng_state(), self.state.bad_images))
         out = {k: v / counts[k] for k, v in sums.items() if k != "batch_size"}
         out.update(
             spikes=float(self.clipper.spikes),
             samples_per_s=samples / max(1e-9, elapsed),
             epoch_time_s=elapsed,
-            bad_images=float(self.state.bad_images),
+            bad_images=float(self._bad_images()),
         )
         out.update({f"lr.{k}": v for k, v in self.lrs().items()})
         self.state.history.append({"epoch": epoch, **out})
@@ -205,8 +235,9 @@ class Trainer:
         with self._autocast():
             parts = self.objective(self.model, batch, epoch)
         loss = parts.total
-        # A CPU-GPU sync point each step; it is what lets the run stop on the exact bad step.
-        if not bool(torch.isfinite(loss)):
+        # A CPU-GPU sync point each step; it is what lets the run stop on the exact bad step
+        # (on every rank at once under torchrun).
+        if not self.dist.all_true(bool(torch.isfinite(loss))):
             raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {self.state.step}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -217,7 +248,7 @@ class Trainer:
         self.state.step += 1
         logs = {k: float(v) for k, v in parts.scalars().items()}
         logs.update(grad_norm=grad_norm, sdm_weight=parts.sdm_weight, batch_size=batch.size)
-        return logs
+        return self.dist.mean_logs(logs, summed=("batch_size",))
 
     def _count_bad(self, batch: Any) -> None:
         """One plain stderr line per undecodable image skipped (`on_bad_image: skip`), counted."""
@@ -236,9 +267,16 @@ class Trainer:
             "clipper": self.clipper.state_dict(),
             "epoch": self.state.epoch,
             "step": self.state.step,
-            "bad_images": self.state.bad_images,
-            "rng": rng_state(),
+            "bad_images": self._bad_images(),
+            "rng": rng_state(),  # this process's: rank 0's under torchrun
+            **({"rng_ranks": [r for r, _ in self._ranks]} if self.dist.enabled else {}),
         }
+
+    def _bad_images(self) -> int:
+        """Undecodable images skipped so far, on all ranks (as of the last epoch end)."""
+        if not self.dist.enabled:
+            return self.state.bad_images
+        return sum(n for _, n in self._ranks)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -249,5 +287,18 @@ class Trainer:
         self.clipper.load_state_dict(state["clipper"])
         self.state.epoch = int(state["epoch"])
         self.state.step = int(state["step"])
-        self.state.bad_images = int(state.get("bad_images", 0))
+        # The count is global: rank 0 carries it on, the others count from zero.
+        self.state.bad_images = int(state.get("bad_images", 0)) if self.dist.is_main else 0
+        self._load_rng(state)
+
+    def _load_rng(self, state: dict[str, Any]) -> None:
+        """Each rank's own RNG state when the checkpoint has one per rank of this world size;
+        otherwise rank 0's, decorrelated per rank by a seed drawn from it (deterministic, but
+        not what an uninterrupted run of that other world size would have drawn)."""
+        ranks = state.get("rng_ranks")
+        if self.dist.enabled and ranks is not None and len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+            return
         set_rng_state(state["rng"])
+        if self.dist.enabled:
+            seed_everything(int(torch.randint(2**31, ())) + self.dist.rank)

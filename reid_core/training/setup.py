@@ -4,12 +4,10 @@ one small function per section maps it to plain constructor arguments)."""
 from __future__ import annotations
 
 import functools
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -23,15 +21,11 @@ from reid_core.evaluation.runner import EvalEmbeddings, evaluate_protocol
 from reid_core.losses import ReidObjective
 from reid_core.model import OmniReID, build_model
 from reid_core.training.callbacks import Callback
+from reid_core.training.checkpoint import seed_everything
 from reid_core.training.clipping import AdaptiveClipper
+from reid_core.training.distributed import SINGLE, DistContext, DistributedObjective, init_from_env
 from reid_core.training.engine import Trainer, resolve_device
 from reid_core.training.schedule import LrSchedule
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Optimizer, list[str]]:
@@ -89,9 +83,19 @@ class DataBundle:
         return {"val": self.val, "test": self.test}[split]
 
 
-def build_loader(data: DataBundle, cfg: ReidConfig, tokenize: Any) -> DataLoader:
+def build_loader(
+    data: DataBundle, cfg: ReidConfig, tokenize: Any, dist: DistContext = SINGLE
+) -> DataLoader:
+    """P x K batches of training samples; under torchrun, this rank's share of each batch."""
     dataset = TrainDataset(data.index, data.splits.train, cfg.data, seed=cfg.train.seed)
-    sampler = PKBatchSampler(dataset.anchor_pids, cfg.data.p, cfg.data.k, seed=cfg.train.seed)
+    sampler = PKBatchSampler(
+        dataset.anchor_pids,
+        cfg.data.p,
+        cfg.data.k,
+        seed=cfg.train.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -132,12 +136,18 @@ def build_trainer(
     *,
     load_pretrained: bool = True,
 ) -> Trainer:
-    """Seeded model, loader, optimizer, schedule and clipper for `cfg` on `data`."""
+    """Seeded model, loader, optimizer, schedule and clipper for `cfg` on `data`.
+
+    Under torchrun it joins the process group and trains data-parallel (see `distributed`)."""
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    dist = init_from_env(device)
+    device = dist.device(device)
     num_classes = len(data.splits.train)
     model = build_model(cfg, num_classes, load_pretrained=load_pretrained).to(device)
-    loader = build_loader(data, cfg, model.tokenize)
+    if dist.enabled:  # same weights everywhere (DDP broadcasts rank 0's), own augmentation draws
+        seed_everything(cfg.train.seed + dist.rank)
+    loader = build_loader(data, cfg, model.tokenize, dist)
     if loader.dataset.num_classes != num_classes:  # type: ignore[attr-defined]
         raise RuntimeError("training labels disagree with the train split's identities")
     optimizer, names = build_optimizer(model, cfg.optim)
@@ -149,9 +159,12 @@ def build_trainer(
     clipper = AdaptiveClipper(clip.quantile, clip.window, clip.warmup_steps, clip.enabled)
 
     evaluate_fn = SplitEvaluator(data, cfg, device)
+    objective: Any = ReidObjective(cfg.loss, cfg.data.gallery_modality)
+    if dist.enabled:
+        objective = DistributedObjective(model, objective, dist)
     return Trainer(
         model,
-        ReidObjective(cfg.loss, cfg.data.gallery_modality),
+        objective,
         optimizer,
         schedule,
         clipper,
@@ -166,4 +179,5 @@ def build_trainer(
         eval_splits=("val", "trainval") if data.trainval is not None else ("val",),
         callbacks=callbacks,
         group_names=names,
+        dist=dist,
     )
