@@ -62,6 +62,10 @@ def main() -> None:
                               trainer.device, split)  # fmt: skip
         res[split] = {k: round(v["mAP"], 3) for k, v in m["sets"].items() if k.count("_") < 1}
         res[split] |= {k: round(m["sets"][k]["mAP"], 3) for k in ("nir_sk",) if k in m["sets"]}
+        quad = m["sets"].get("nir_cp_sk_text")
+        if quad is not None:
+            res[split]["quad_mAP100"] = round(quad["mAP100"], 3)
+        res[split] |= {k: round(v, 3) for k, v in m.get("summary", {}).items() if k[:2] == "mm"}
         res[split]["score"] = round(m["score"], 3)
     print(f"RESULT {name} train_s={seconds:.0f} " + json.dumps(res), flush=True)
     cmd = command(__file__, name, root, preset, *overrides)

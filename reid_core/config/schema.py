@@ -19,6 +19,11 @@ class Section(BaseModel):
 class AugmentConfig(Section):
     flip_p: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
     pad: int = Field(10, ge=0, description="pixels of padding before the random crop (0: off)")
+    pad_mode: Literal["constant", "edge", "reflect"] = Field(
+        "constant",
+        description="how the crop's border is filled: black (seed), the image's edge pixels, or "
+        "its reflection; a black border is the loudest thing in a white sketch",
+    )
     color_jitter: float = Field(
         0.0, ge=0, le=1, description="brightness/contrast/saturation jitter strength (RGB and CP)"
     )
@@ -219,6 +224,13 @@ class SdmLossConfig(Section):
     weight: float = Field(1.0, ge=0, description="full alignment weight (lambda after the ramp)")
     temperature: float = Field(0.02, gt=0, le=10)
     margin: float = Field(0.0, ge=0, lt=1, description="subtracted from positive cosines; 0: off")
+    smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the target spread over the whole row (0: IRRA's same-identity "
+        "target); lets a query that cannot tell look-alike identities apart hedge between them",
+    )
     off_epochs: int = Field(5, ge=0, description="epochs with alignment weight 0")
     ramp_end_epoch: int = Field(25, ge=0, description="epoch by which the weight is full")
     reduction: Literal["mean", "groups"] = Field(

@@ -139,11 +139,12 @@ class ReidObjective:
         """SDM between the gallery view (owner 0) and each query view, and their reduction:
         the mean over views (`mean`), or the sum over view sizes of each size's mean (`groups`)."""
         rgb, rgb_ids = bn[owner == 0], labels[owner == 0]
+        sdm = self.cfg.sdm
         per_view: dict[tuple[Modality, ...], torch.Tensor] = {}
         for i in range(1, len(views)):
             sel = owner == i
             per_view[views[i]] = sdm_loss(
-                rgb, bn[sel], rgb_ids, labels[sel], self.cfg.sdm.temperature, self.cfg.sdm.margin
+                rgb, bn[sel], rgb_ids, labels[sel], sdm.temperature, sdm.margin, sdm.smoothing
             )
         if not per_view:
             return bn.sum() * 0.0, per_view

@@ -12,9 +12,12 @@ import torch.nn.functional as F
 _EPS = 1e-8
 
 
-def _kl_rows(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of KL(softmax(logits) || positives / row sum); rows need >= 1 positive."""
+def _kl_rows(logits: torch.Tensor, positives: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Mean over rows of KL(softmax(logits) || target), target = positives / row sum, mixed with
+    a uniform row by `smoothing`; rows need >= 1 positive."""
     target = positives / positives.sum(dim=1, keepdim=True)
+    if smoothing:
+        target = (1 - smoothing) * target + smoothing / target.shape[1]
     pred = logits.softmax(dim=1)
     kl = pred * (logits.log_softmax(dim=1) - torch.log(target + _EPS))
     return kl.sum(dim=1).mean()
@@ -27,10 +30,12 @@ def sdm_loss(
     other_ids: torch.Tensor,
     temperature: float,
     margin: float = 0.0,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
     """SDM between `rgb` `[N, D]` and `other` `[M, D]` with identity labels.
 
-    `margin` is subtracted from the positive pairs' cosines before the softmax (0: off). Rows
+    `margin` is subtracted from the positive pairs' cosines before the softmax (0: off);
+    `smoothing` spreads that share of each row's target uniformly (0: IRRA's target). Rows
     without a positive on the other side are left out of that direction (their target is empty).
     """
     cos = F.normalize(rgb.float(), dim=1) @ F.normalize(other.float(), dim=1).t()  # [N, M]
@@ -41,6 +46,10 @@ def sdm_loss(
     zero = logits.sum() * 0.0  # keeps the graph when a direction has no usable row
     r_rows = positives.sum(dim=1) > 0
     x_rows = positives.sum(dim=0) > 0
-    r2x = _kl_rows(logits[r_rows], positives[r_rows]) if bool(r_rows.any()) else zero
-    x2r = _kl_rows(logits.t()[x_rows], positives.t()[x_rows]) if bool(x_rows.any()) else zero
+    r2x = _kl_rows(logits[r_rows], positives[r_rows], smoothing) if bool(r_rows.any()) else zero
+    x2r = (
+        _kl_rows(logits.t()[x_rows], positives.t()[x_rows], smoothing)
+        if bool(x_rows.any())
+        else zero
+    )
     return r2x + x2r

@@ -75,6 +75,21 @@ def test_augmentation_order_and_switches():
     )
 
 
+@pytest.mark.parametrize("mode", ["edge", "reflect"])
+def test_pad_mode_fills_the_crop_border_from_the_image(mode):
+    # a white sketch page: a black (constant) border would be the loudest thing in the crop
+    white = Image.new("L", (W, H), 255)
+    aug = {"flip_p": 0.0, "random_erase": 0.0, "pad": 4}
+    torch.manual_seed(0)
+    crops = [
+        build_transform(Modality.SK, _cfg(**aug, pad_mode=mode), True)(white) for _ in range(8)
+    ]
+    torch.manual_seed(0)
+    black = [build_transform(Modality.SK, _cfg(**aug), True)(white) for _ in range(8)]
+    assert all(torch.equal(c, crops[0]) for c in crops)  # every crop is the plain page
+    assert any(b.min() < crops[0].min() - 1 for b in black)  # the default pads with black
+
+
 def test_transform_pickles_for_spawned_workers():
     tf = build_transform(Modality.SK, _cfg(), train=True)
     assert pickle.loads(pickle.dumps(tf))(_image("RGB")).shape == (1, H, W)

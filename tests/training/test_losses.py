@@ -9,8 +9,9 @@ from reid_core.losses import alignment_weight, norm_band_penalty, query_combinat
 from reid_core.modality import Modality
 
 
-def _reference_sdm(r, x, rid, xid, t, m):
-    """Per-row loops, straight from the definition (KL(p||q), eps 1e-8, both directions)."""
+def _reference_sdm(r, x, rid, xid, t, m, s=0.0):
+    """Per-row loops, straight from the definition (KL(p||q), eps 1e-8, both directions; the
+    target row mixed with a uniform one by `s`)."""
     r = torch.nn.functional.normalize(r, dim=1)
     x = torch.nn.functional.normalize(x, dim=1)
     total = 0.0
@@ -24,7 +25,7 @@ def _reference_sdm(r, x, rid, xid, t, m):
             z = [c / t for c in cos]
             mx = max(z)
             lse = mx + math.log(sum(math.exp(v - mx) for v in z))
-            q = [p / sum(pos) for p in pos]
+            q = [(1 - s) * p / sum(pos) + s / len(pos) for p in pos]
             rows.append(
                 sum(
                     math.exp(v - lse) * ((v - lse) - math.log(qq + 1e-8))
@@ -35,13 +36,24 @@ def _reference_sdm(r, x, rid, xid, t, m):
     return total
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.2])
-def test_sdm_matches_definition(margin):
+@pytest.mark.parametrize(("margin", "smoothing"), [(0.0, 0.0), (0.2, 0.0), (0.0, 0.1), (0.2, 0.3)])
+def test_sdm_matches_definition(margin, smoothing):
     g = torch.Generator().manual_seed(0)
     r, x = torch.randn(6, 5, generator=g), torch.randn(4, 5, generator=g)
     rid, xid = torch.tensor([0, 0, 1, 1, 2, 3]), torch.tensor([0, 1, 1, 2])
-    got = sdm_loss(r, x, rid, xid, temperature=0.1, margin=margin)
-    assert got.item() == pytest.approx(_reference_sdm(r, x, rid, xid, 0.1, margin), rel=1e-4)
+    got = sdm_loss(r, x, rid, xid, temperature=0.1, margin=margin, smoothing=smoothing)
+    want = _reference_sdm(r, x, rid, xid, 0.1, margin, smoothing)
+    assert got.item() == pytest.approx(want, rel=1e-4)
+
+
+def test_sdm_smoothing_softens_the_penalty_on_look_alikes():
+    # x0 looks like identity 1 as much as like its own: a smoothed target charges less for it
+    r = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
+    x = torch.tensor([[0.95, 0.05]])
+    rid, xid = torch.tensor([0, 1]), torch.tensor([0])
+    hard = sdm_loss(r, x, rid, xid, temperature=0.1)
+    soft = sdm_loss(r, x, rid, xid, temperature=0.1, smoothing=0.2)
+    assert soft < hard / 2
 
 
 def test_sdm_is_low_for_aligned_features_and_has_gradient():
