@@ -213,10 +213,11 @@ class ModelConfig(Section):
 class IdLossConfig(Section):
     weight: float = Field(1.0, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    views: Literal["all", "singles"] = Field(
+    views: Literal["all", "singles", "gallery"] = Field(
         "all",
-        description="views the ID loss sees: every fused view (seed) or the gallery and the "
-        "single-modality views only",
+        description="views the ID loss sees: every fused view (seed), the gallery and the "
+        "single-modality views, or the gallery view alone (queries learn through SDM only, so "
+        "they cannot learn to name a training identity's colours from its shapes)",
     )
 
 

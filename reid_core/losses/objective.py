@@ -123,9 +123,12 @@ class ReidObjective:
         return LossParts(total, ce, sdm, norm, feature_norm, lam, per_view)
 
     def _id_rows(self, owner: torch.Tensor, views: list[tuple[Modality, ...]]) -> torch.Tensor:
-        """Rows the ID loss sees: every view (`loss.id.views: all`) or views of one modality."""
+        """Rows the ID loss sees: every view (`loss.id.views: all`), views of one modality
+        (`singles`) or the gallery view (`gallery`, owner 0)."""
         if self.cfg.id.views == "all":
             return torch.ones_like(owner, dtype=torch.bool)
+        if self.cfg.id.views == "gallery":
+            return owner == 0
         singles = [i for i, combo in enumerate(views) if len(combo) == 1]
         return torch.isin(owner, torch.tensor(singles, device=owner.device))
 

@@ -98,7 +98,7 @@ def test_query_combinations_cover_all_present():
     assert all(Modality.VIS not in c for c in combos)
 
 
-def _objective_parts(*overrides: str, seed: int = 0):
+def _objective_parts(*overrides: str, seed: int = 0, with_model: bool = False, train: bool = True):
     """One objective call on a micro model and a random full batch (every modality present)."""
     from reid_core.config import load_config
     from reid_core.data.batch import ModalBatch
@@ -108,11 +108,12 @@ def _objective_parts(*overrides: str, seed: int = 0):
 
     cfg = load_config(preset="micro", overrides=list(overrides))
     torch.manual_seed(seed)
-    model = build_model(cfg, num_classes=4, load_pretrained=False)
+    model = build_model(cfg, num_classes=4, load_pretrained=False).train(train)
     mask = torch.ones(8, len(Modality), dtype=torch.bool)
     labels = torch.arange(4).repeat_interleave(2)
     batch = ModalBatch(make_batch(model, mask, seed), mask, labels + 10, labels)
-    return ReidObjective(cfg.loss)(model, batch, epoch=5)
+    parts = ReidObjective(cfg.loss)(model, batch, epoch=5)
+    return (parts, model) if with_model else parts
 
 
 def test_objective_logs_every_view_and_reduces_them_as_configured():
@@ -139,3 +140,21 @@ def test_id_loss_on_single_views_only():
     # each single view holds the same 8 samples, so the ID loss is the mean of their means
     assert singles.ce.item() == pytest.approx(sum(ce_singles) / 5, rel=1e-5)
     assert every.ce.item() != pytest.approx(singles.ce.item(), rel=1e-6)
+
+
+def _sk_stem_grad_norm(loss: torch.Tensor, model) -> float:
+    stems = [p for n, p in model.named_parameters() if n.startswith("backbone.stems.sk.")]
+    grads = torch.autograd.grad(loss, stems, allow_unused=True, retain_graph=True)
+    return sum(float(g.norm()) for g in grads if g is not None)
+
+
+def test_id_loss_on_the_gallery_view_only():
+    gallery = _objective_parts("loss.id.views=gallery")
+    assert gallery.ce.item() == pytest.approx(gallery.views["ce/vis"].item(), rel=1e-6)
+    # With the BNNeck's running statistics (in training its batch statistics couple every
+    # view's rows) the sketch stem learns from the alignment loss alone, not from the ID loss.
+    parts, model = _objective_parts("loss.id.views=gallery", with_model=True, train=False)
+    assert _sk_stem_grad_norm(parts.ce, model) == 0.0
+    assert _sk_stem_grad_norm(parts.sdm, model) > 0
+    every, model = _objective_parts(with_model=True, train=False)
+    assert _sk_stem_grad_norm(every.ce, model) > 0
