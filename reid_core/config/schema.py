@@ -145,6 +145,20 @@ class StemConfig(Section):
         description="training only: probability that an RGB (vis) input is turned grey before "
         "its stem, so RGB features must carry what infrared and sketch see (0: off)",
     )
+    edge_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="training only: probability that an RGB (vis) input is drawn as its outlines "
+        "(dark edges on white) before its stem, so RGB features must carry what a sketch sees "
+        "(0: off; drawn apart from grey_p, the two together at most 1)",
+    )
+
+    @model_validator(mode="after")
+    def _recolour(self) -> StemConfig:
+        if self.grey_p + self.edge_p > 1:
+            raise ValueError(f"grey_p {self.grey_p} + edge_p {self.edge_p} exceed 1")
+        return self
 
 
 MerTarget = Literal["q", "k", "v", "out", "c_fc", "c_proj"]

@@ -16,6 +16,7 @@ from reid_core.errors import ConfigError, ReidError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
 from reid_core.model.lora import MerBlock, build_adapters, resolve_mode
 from reid_core.model.pretrained import is_local_file
+from reid_core.model.recolour import random_recolour
 from reid_core.model.stems import ConvStem
 
 _VOCAB_SIZE = 49408  # open_clip's bundled BPE vocabulary
@@ -130,22 +131,6 @@ class GreyStem(nn.Module):
         return F.conv2d(x, weight, bias, stride=self.conv.stride)  # [batch, width, gh, gw]
 
 
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def random_grey(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Each CLIP-normalised RGB image `[batch, 3, H, W]` turned grey (luma, still 3 channels and
-    CLIP-normalised) with probability `p`; draws from torch's global generator."""
-    pick = torch.rand(x.shape[0], device=x.device) < p  # [batch]
-    if not bool(pick.any()):
-        return x
-    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-    luma = ((x * std + mean) * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    grey = (luma - mean) / std  # [batch, 3, H, W]
-    return torch.where(pick.view(-1, 1, 1, 1), grey, x)
-
-
 def build_stem(conv1: nn.Conv2d, channels: int, stem: StemConfig | None = None) -> nn.Module:
     """One modality's patch embedding (non-shared tokenizers): a copy of CLIP's (`patch`), or a
     convolutional stem with the same output grid (`conv`)."""
@@ -184,6 +169,7 @@ class VisionBackbone(nn.Module):
         super().__init__()
         self.modalities = modalities
         self.grey_p = stem.grey_p if stem is not None else 0.0
+        self.edge_p = stem.edge_p if stem is not None else 0.0
         self.stems = nn.ModuleDict(
             {m.value: build_stem(visual.conv1, m.channels, stem) for m in modalities}
         )
@@ -226,8 +212,8 @@ class VisionBackbone(nn.Module):
                 f"{modality.value} images must be [batch, {modality.channels}, "
                 f"{self.image_size[0]}, {self.image_size[1]}], got {list(x.shape)}"
             )
-        if self.training and self.grey_p > 0 and modality is Modality.VIS:
-            x = random_grey(x, self.grey_p)
+        if self.training and modality is Modality.VIS:
+            x = random_recolour(x, self.grey_p, self.edge_p)
         x = stem(x).flatten(2).transpose(1, 2)  # [batch, grid, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)

@@ -1,13 +1,14 @@
-"""The convolutional stem (`model.stem.kind: conv`) and the random grey RGB input (`grey_p`)."""
+"""The convolutional stem (`model.stem.kind: conv`) and the RGB recolouring (`grey_p`, `edge_p`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from reid_core.errors import ConfigError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, Modality
 from reid_core.model import build_model
-from reid_core.model.backbone import random_grey
+from reid_core.model.recolour import edge_drawing, random_grey, random_recolour
 from reid_core.model.stems import ConvStem
 from tests.model.conftest import make_batch, micro
 
@@ -44,6 +45,34 @@ def test_random_grey_is_luma_in_clip_normalisation_and_only_where_drawn():
     assert bool((grey ^ same).all()) and 10 < int(grey.sum()) < 54
     luma = ((x * std + mean) * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
     torch.testing.assert_close(pixels[grey][:, 2], luma[grey])
+
+
+def test_edge_drawing_is_dark_outlines_on_white():
+    img = torch.zeros(1, 1, 16, 8)
+    img[..., 4:12, 2:6] = 1.0  # a white box on black, as luma
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    x = (img.expand(1, 3, 16, 8) - mean) / std
+    drawing = (edge_drawing(x) * std + mean)[0]  # [3, H, W] in [0, 1]
+    torch.testing.assert_close(drawing[0], drawing[2])  # grey
+    assert drawing[0, 8, 4] == pytest.approx(1.0) and drawing[0, 0, 0] == pytest.approx(1.0)
+    assert drawing[0, 8, 2] < 0.2 and drawing[0, 4, 4] < 0.2  # the box's outline is ink
+
+
+def test_random_recolour_draws_grey_and_edges_apart():
+    torch.manual_seed(0)
+    x = torch.randn(200, 3, 8, 4)
+    assert torch.equal(random_recolour(x, 0.0, 0.0), x)
+    out = random_recolour(x, 0.3, 0.3)
+    edges = torch.isclose(out, edge_drawing(x)).flatten(1).all(1)
+    greys = torch.isclose(out, random_grey(x, 1.0)).flatten(1).all(1)
+    same = (out == x).flatten(1).all(1)
+    assert int(edges.sum()) > 30 and int(greys.sum()) > 30 and int(same.sum()) > 50
+    assert not bool((edges & greys).any()) and bool((edges | greys | same).all())
+
+
+def test_grey_and_edge_shares_cannot_exceed_one():
+    with pytest.raises(ConfigError, match="edge_p"):
+        micro("model.stem.grey_p=0.6", "model.stem.edge_p=0.5")
 
 
 def test_grey_p_acts_in_training_mode_only():
