@@ -24,7 +24,9 @@ from torch.utils.data import Sampler
 from reid_core.data.dropout import seeded_rng
 from reid_core.errors import DataError
 
-MIN_RECOMMENDED_K = 4
+# K = 1 leaves an anchor without a same-identity partner in its batch. K = 2 with twice the
+# identities (16 x 2) aligned better than 8 x 4 at the same batch size (docs/BENCHMARKS.md, issue 9).
+MIN_RECOMMENDED_K = 2
 
 
 class PKBatchSampler(Sampler[list[int]]):
@@ -80,7 +82,8 @@ class PKBatchSampler(Sampler[list[int]]):
         if self.k < MIN_RECOMMENDED_K:
             warnings.warn(
                 f"K = {self.k} anchors per identity is below {MIN_RECOMMENDED_K}: "
-                "few positives per batch weaken identity-level alignment",
+                "no anchor has a same-identity partner in its batch, which weakens "
+                "identity-level alignment",
                 stacklevel=3,
             )
         if self.replacement_pids:

@@ -185,7 +185,7 @@ def test_collate_packs_present_rows_in_sample_order(index):
 def test_dataloader_with_pk_sampler_yields_modal_batches(index):
     ds = TrainDataset(index, [1, 2, 3], _cfg(), seed=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # K = 2 is below the recommended 4
+        warnings.simplefilter("ignore")
         sampler = PKBatchSampler(ds.anchor_pids, p=2, k=2, seed=0)
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=partial(collate, tokenize=_tokenize))
     batches = list(loader)

@@ -69,15 +69,16 @@ def test_identities_with_fewer_than_k_anchors_are_drawn_with_replacement_and_war
     assert sampler.replacement_draws >= 2  # each short identity's pass is one replaced chunk
 
 
-def test_small_k_warns():
-    with pytest.warns(UserWarning, match="K = 2"):
-        PKBatchSampler(ANCHOR_PIDS, p=3, k=2, seed=0)
+def test_k_of_one_warns():
+    with pytest.warns(UserWarning, match="K = 1"):
+        PKBatchSampler(ANCHOR_PIDS, p=3, k=1, seed=0)
 
 
-def test_no_warning_for_balanced_data_and_k_4():
+@pytest.mark.parametrize("k", [2, 4])
+def test_no_warning_for_balanced_data_and_k_from_2(k):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        PKBatchSampler(ANCHOR_PIDS, p=3, k=4, seed=0)
+        PKBatchSampler(ANCHOR_PIDS, p=3, k=k, seed=0)
 
 
 def test_fewer_identities_than_p_names_both_numbers():
