@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -32,19 +33,7 @@ _DATA = click.option(
     help="Start the new run folder OUT from another run's checkpoint (its config and epoch).",
 )
 @tracking_options
-def train_cmd(
-    preset: str | None,
-    config_file: Path | None,
-    overrides: tuple[str, ...],
-    data_root: Path,
-    out: Path,
-    resume: bool,
-    resume_from: Path | None,
-    no_track: bool,
-    tracking_uri: str | None,
-    experiment: str,
-    model_name: str,
-) -> None:
+def train_cmd(no_track: bool, **options: Any) -> None:
     """Train on ROOT: val every `train.eval_every` epochs, test once at the end.
 
     Writes OUT/config.yaml, OUT/checkpoints/{last,best}.pt, OUT/history.jsonl and
@@ -54,10 +43,8 @@ def train_cmd(
     from reid_core.training import distributed
 
     try:
-        _train(
-            preset, config_file, overrides, data_root, out, resume, resume_from,
-            no_track or not distributed.launched().is_main, tracking_uri, experiment, model_name,
-        )  # fmt: skip
+        # every rank but rank 0 of a torchrun launch runs untracked
+        _train(no_track=no_track or not distributed.launched().is_main, **options)
     finally:
         distributed.shutdown()
 
