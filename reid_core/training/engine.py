@@ -211,7 +211,8 @@ class Trainer:
             if self.stop_reason:
                 break
         elapsed = time.perf_counter() - start
-        self._ranks = self.dist.all_gather((rng_state(), self.state.bad_images))
+        if self.dist.enabled:  # a single process's checkpoint reads its own state directly
+            self._ranks = self.dist.all_gather((rng_state(), self.state.bad_images))
         out = {k: v / counts[k] for k, v in sums.items() if k != "batch_size"}
         out.update(
             spikes=float(self.clipper.spikes),
