@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = torch.device(args.device)
     if device.type == "cuda":
+        if device.index is None:  # torch.cuda.set_device wants an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.cuda.set_device(device)

@@ -253,6 +253,15 @@ class SdmLossConfig(Section):
         description="mean over every query view (seed), or ReID5o's: mean within each group of "
         "views of one size (4 singles, 6 pairs, 4 triples, 1 quadruple), groups summed",
     )
+    anchor: Literal["colour", "grey", "drawn"] = Field(
+        "colour",
+        description="the gallery-side image each query view is aligned with: the colour RGB "
+        "image for every view (seed); `grey`: views made of infrared and/or sketch alone align "
+        "with a second, grey pass of the same RGB images (what those queries can see), the rest "
+        "with colour; `drawn`: as `grey`, but sketch-only views align with an outline drawing of "
+        "the RGB image. The extra passes are aligned with the colour one and seen by the ID loss "
+        "like the RGB view; each costs one more RGB backbone pass per step",
+    )
 
     @model_validator(mode="after")
     def _ramp(self) -> SdmLossConfig:

@@ -1,6 +1,8 @@
 """The training objective: CE(ID) + lambda(epoch) * SDM alignment + feature-norm band penalty.
 
-Every part is returned separately; nothing is summed by matching key names.
+Every part is returned separately; nothing is summed by matching key names. The objective runs in
+two steps, `encode` (the backbone passes) then `loss` (fusion, head and losses on the features),
+so that data-parallel training can gather the features of every rank in between.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import torch.nn.functional as F
 
 from reid_core.config.schema import LossConfig
 from reid_core.data.batch import ModalBatch
+from reid_core.errors import ReidError
 from reid_core.losses.sdm import sdm_loss
 from reid_core.modality import ALL_MODALITIES, Modality, set_key
+from reid_core.model.recolour import edge_drawing, grey_image
 
 if TYPE_CHECKING:
     from reid_core.model import OmniReID
@@ -43,6 +47,22 @@ class LossParts:
             "feature_norm": self.feature_norm,
             **self.views,
         }
+
+
+# `loss.sdm.anchor` -> the extra passes of the gallery images it encodes, by name
+ANCHOR_PASSES = {"colour": (), "grey": ("grey",), "drawn": ("grey", "edge")}
+_RENDER = {"grey": grey_image, "edge": edge_drawing}
+# query modalities that carry no colour: views made of these alone align with a colourless anchor
+COLOURLESS = frozenset({Modality.NIR, Modality.SK})
+
+
+@dataclass
+class Encoded:
+    """What `ReidObjective.encode` returns: per-modality features packed like the batch's
+    inputs, and each extra pass of the gallery images (`[N_gallery, D]`, the gallery's rows)."""
+
+    features: dict[Modality, torch.Tensor]
+    anchors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def alignment_weight(epoch: int, weight: float, off_epochs: int, ramp_end_epoch: int) -> float:
@@ -80,27 +100,54 @@ def query_combinations(present: list[Modality], gallery: Modality) -> list[tuple
 
 
 class ReidObjective:
-    """Callable `(model, batch, epoch) -> LossParts` for the engine."""
+    """Callable `(model, batch, epoch) -> LossParts` for the engine: `loss(model, batch,
+    encode(model, batch.inputs), epoch)`."""
 
     def __init__(self, cfg: LossConfig, gallery: Modality = Modality.VIS) -> None:
         self.cfg = cfg
         self.gallery = gallery
+        self.passes = ANCHOR_PASSES[cfg.sdm.anchor]
+        if self.passes and gallery.channels != 3:
+            raise ReidError(
+                f"loss.sdm.anchor {cfg.sdm.anchor!r} needs a colour gallery modality, "
+                f"got {gallery.value!r}"
+            )
 
     def __call__(self, model: OmniReID, batch: ModalBatch, epoch: int) -> LossParts:
-        features = model.encode(batch.inputs)
+        return self.loss(model, batch, self.encode(model, batch.inputs), epoch)
+
+    def encode(self, model: OmniReID, inputs: dict[Modality, torch.Tensor]) -> Encoded:
+        """The backbone passes: every modality of `inputs`, then each anchor pass
+        (`loss.sdm.anchor`) of the gallery images."""
+        features = model.encode(inputs)
+        anchors = {}
+        if self.gallery in inputs:
+            for name in self.passes:
+                image = _RENDER[name](inputs[self.gallery])
+                anchors[name] = model.encode({self.gallery: image})[self.gallery]
+        return Encoded(features, anchors)
+
+    def loss(self, model: OmniReID, batch: ModalBatch, encoded: Encoded, epoch: int) -> LossParts:
+        """Fusion, BNNeck and the losses on `encoded` (which holds `batch`'s samples)."""
         # One fused embedding per (combination, sample): the gallery view {gallery} first, then
-        # every query combination present. Fusion is cheap next to the backbone passes above.
+        # every query combination present, then the anchor passes of the gallery images. Fusion
+        # is cheap next to the backbone passes.
         combos = [(self.gallery,), *query_combinations(batch.present(), self.gallery)]
+        sources = [(set_key(c), c, encoded.features) for c in combos]
+        sources += [
+            (f"{self.gallery.value}_{name}", (self.gallery,), {self.gallery: feats})
+            for name, feats in encoded.anchors.items()
+        ]
         fused, ids, owners = [], [], []
-        kept: list[tuple[Modality, ...]] = []  # the views present, in owner order
-        for combo in combos:
+        kept: list[tuple[str, tuple[Modality, ...]]] = []  # the views present, in owner order
+        for name, combo, features in sources:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
             if not bool(rows.any()):
                 continue
             fused.append(model.fuse(sub, sub_mask))
             ids.append(batch.labels[rows])
             owners.append(torch.full((int(rows.sum()),), len(kept), device=rows.device))
-            kept.append(combo)
+            kept.append((name, combo))
         all_fused = torch.cat(fused)
         bn, logits = model.head(all_fused)  # one BNNeck pass: its statistics see every view
         labels = torch.cat(ids)
@@ -116,45 +163,71 @@ class ReidObjective:
         norm = norm_band_penalty(all_fused, self.cfg.norm.target, self.cfg.norm.band)
         total = self.cfg.id.weight * ce + lam * sdm + self.cfg.norm.weight * norm
         feature_norm = all_fused.detach().float().norm(dim=1).mean()
-        per_view = {f"sdm/{set_key(c)}": v.detach() for c, v in views.items()}
-        for i, combo in enumerate(kept):  # the ID loss of the gallery and each single view
+        per_view = {f"sdm/{name}": v.detach() for name, v in views.items()}
+        for i, (name, combo) in enumerate(kept):  # the ID loss of the RGB and each single view
             if len(combo) == 1:
-                per_view[f"ce/{combo[0].value}"] = ce_all[owner == i].detach().mean()
+                per_view[f"ce/{name}"] = ce_all[owner == i].detach().mean()
         return LossParts(total, ce, sdm, norm, feature_norm, lam, per_view)
 
-    def _id_rows(self, owner: torch.Tensor, views: list[tuple[Modality, ...]]) -> torch.Tensor:
+    def _is_gallery(self, combo: tuple[Modality, ...]) -> bool:
+        return combo == (self.gallery,)
+
+    def _id_rows(
+        self, owner: torch.Tensor, views: list[tuple[str, tuple[Modality, ...]]]
+    ) -> torch.Tensor:
         """Rows the ID loss sees: every view (`loss.id.views: all`), views of one modality
-        (`singles`) or the gallery view (`gallery`, owner 0)."""
+        (`singles`) or the gallery view and its anchor passes (`gallery`)."""
         if self.cfg.id.views == "all":
             return torch.ones_like(owner, dtype=torch.bool)
         if self.cfg.id.views == "gallery":
-            return owner == 0
-        singles = [i for i, combo in enumerate(views) if len(combo) == 1]
-        return torch.isin(owner, torch.tensor(singles, device=owner.device))
+            chosen = [i for i, (_, combo) in enumerate(views) if self._is_gallery(combo)]
+        else:
+            chosen = [i for i, (_, combo) in enumerate(views) if len(combo) == 1]
+        return torch.isin(owner, torch.tensor(chosen, device=owner.device))
+
+    def _anchor_for(self, combo: tuple[Modality, ...]) -> str:
+        """The view a query view aligns with (`loss.sdm.anchor`): the gallery view, or the
+        name of an anchor pass of it."""
+        rgb = self.gallery.value
+        if not set(combo) <= COLOURLESS or not self.passes:
+            return rgb
+        if combo == (Modality.SK,) and "edge" in self.passes:
+            return f"{rgb}_edge"
+        return f"{rgb}_grey"
 
     def _alignment(
         self,
         bn: torch.Tensor,
         labels: torch.Tensor,
         owner: torch.Tensor,
-        views: list[tuple[Modality, ...]],
-    ) -> tuple[torch.Tensor, dict[tuple[Modality, ...], torch.Tensor]]:
-        """SDM between the gallery view (owner 0) and each query view, and their reduction:
-        the mean over views (`mean`), or the sum over view sizes of each size's mean (`groups`)."""
-        rgb, rgb_ids = bn[owner == 0], labels[owner == 0]
+        views: list[tuple[str, tuple[Modality, ...]]],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """SDM between each query view and its anchor (the gallery view, owner 0, or an anchor
+        pass), and between each anchor pass and the gallery view; then their reduction: the mean
+        over them (`mean`), or the sum over view sizes of each size's mean (`groups`, the anchor
+        passes a group of their own)."""
+        index = {name: i for i, (name, _) in enumerate(views)}
         sdm = self.cfg.sdm
-        per_view: dict[tuple[Modality, ...], torch.Tensor] = {}
-        for i in range(1, len(views)):
-            sel = owner == i
-            per_view[views[i]] = sdm_loss(
-                rgb, bn[sel], rgb_ids, labels[sel], sdm.temperature, sdm.margin, sdm.smoothing
+        per_view: dict[str, torch.Tensor] = {}
+        groups: dict[int, list[torch.Tensor]] = {}
+        for i, (name, combo) in enumerate(views):
+            if i == 0:
+                continue
+            # a query view aligns with its anchor; an anchor pass with the colour view (owner 0).
+            # Anchor passes hold the gallery view's rows: both are present or neither.
+            anchor_name = self.gallery.value if self._is_gallery(combo) else self._anchor_for(combo)
+            target = index.get(anchor_name, 0)
+            query, anchor = owner == i, owner == target
+            per_view[name] = sdm_loss(
+                bn[anchor], bn[query], labels[anchor], labels[query],
+                sdm.temperature, sdm.margin, sdm.smoothing,
+            )  # fmt: skip
+            groups.setdefault(0 if self._is_gallery(combo) else len(combo), []).append(
+                per_view[name]
             )
         if not per_view:
             return bn.sum() * 0.0, per_view
         if self.cfg.sdm.reduction == "mean":
             return torch.stack(list(per_view.values())).mean(), per_view
-        sizes = sorted({len(c) for c in per_view})
-        groups = [
-            torch.stack([v for c, v in per_view.items() if len(c) == n]).mean() for n in sizes
-        ]
-        return torch.stack(groups).sum(), per_view
+        means = [torch.stack(groups[n]).mean() for n in sorted(groups)]
+        return torch.stack(means).sum(), per_view

@@ -34,6 +34,12 @@ def _normalise(grey: torch.Tensor) -> torch.Tensor:
     return (grey - mean) / std  # broadcast to [batch, 3, H, W]
 
 
+def grey_image(x: torch.Tensor) -> torch.Tensor:
+    """Each CLIP-normalised RGB image `[batch, 3, H, W]` as its luma, 3 channels, CLIP-normalised:
+    what an infrared camera keeps of a photo."""
+    return _normalise(_luma(x)).to(x.dtype)
+
+
 def edge_drawing(x: torch.Tensor) -> torch.Tensor:
     """Each image's outlines as dark lines on white (Sobel magnitude of its luma), 3 channels,
     CLIP-normalised: what a sketch keeps of a photo."""
@@ -58,7 +64,7 @@ def random_recolour(x: torch.Tensor, grey_p: float, edge_p: float = 0.0) -> torc
     edges = (draw >= grey_p) & (draw < grey_p + edge_p)
     out = x
     if bool(grey.any()):
-        out = torch.where(grey.view(-1, 1, 1, 1), _normalise(_luma(x)).to(x.dtype), out)
+        out = torch.where(grey.view(-1, 1, 1, 1), grey_image(x), out)
     if bool(edges.any()):
         out = torch.where(edges.view(-1, 1, 1, 1), edge_drawing(x), out)
     return out

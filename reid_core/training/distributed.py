@@ -27,6 +27,7 @@ from torch import nn
 
 from reid_core.data.batch import ModalBatch
 from reid_core.errors import ReidError
+from reid_core.losses.objective import Encoded
 from reid_core.modality import ALL_MODALITIES, Modality
 
 if TYPE_CHECKING:
@@ -225,24 +226,10 @@ def gather_features(
     return {m: torch.cat(p).to(dtype) for m, p in pieces.items() if sum(len(x) for x in p)}
 
 
-class _GatheredModel:
-    """The model as the objective sees it under torchrun: `encode` answers with the global
-    batch's features, gathered beforehand; every other attribute is the model's own."""
-
-    def __init__(self, model: nn.Module, features: dict[Modality, torch.Tensor]) -> None:
-        self._model, self._features = model, features
-
-    def encode(self, inputs: dict[Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
-        if inputs:  # the global batch carries no images; a caller with its own must not get ours
-            raise RuntimeError("the gathered model encodes only the global batch")
-        return self._features
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
 class _GlobalLoss(nn.Module):
-    """DDP's unit of work: this rank's share in, the global batch's loss parts out."""
+    """DDP's unit of work: this rank's share in, the global batch's loss parts out. The objective
+    encodes this rank's share (`objective.encode`), the features of every rank are gathered, and
+    the objective's `loss` runs on the global batch."""
 
     def __init__(self, model: OmniReID, objective: Any, ctx: DistContext) -> None:
         super().__init__()
@@ -251,8 +238,18 @@ class _GlobalLoss(nn.Module):
 
     def forward(self, batch: ModalBatch, epoch: int) -> Any:
         whole, masks = gather_batch(batch, self.ctx)
-        features = gather_features(self.model.encode(batch.inputs), masks, self.ctx)
-        return self.objective(_GatheredModel(self.model, features), whole, epoch)
+        local = self.objective.encode(self.model, batch.inputs)
+        features = gather_features(local.features, masks, self.ctx)
+        # an anchor pass holds the gallery images' rows: gathered like a gallery-only batch
+        gallery = self.objective.gallery
+        only = [torch.zeros_like(m) for m in masks]
+        for keep, mask in zip(only, masks, strict=True):
+            keep[:, gallery.column] = mask[:, gallery.column]
+        anchors = {
+            name: gather_features({gallery: feats}, only, self.ctx)[gallery]
+            for name, feats in local.anchors.items()
+        }
+        return self.objective.loss(self.model, whole, Encoded(features, anchors), epoch)
 
 
 class DistributedObjective:

@@ -91,17 +91,17 @@ def test_always_pruning_prunes_every_trial_and_fails_none(tmp_path, monkeypatch,
 def test_nan_loss_fails_that_trial_with_its_reason(tmp_path, monkeypatch, study_root):
     from reid_core.losses import objective
 
-    real = objective.ReidObjective.__call__
+    real = objective.ReidObjective.loss
     calls = {"n": 0}
 
-    def poisoned(self, model, batch, epoch):
-        parts = real(self, model, batch, epoch)
+    def poisoned(self, model, batch, encoded, epoch):
+        parts = real(self, model, batch, encoded, epoch)
         calls["n"] += 1
         if calls["n"] == 2:  # the first trial's second step
             parts.total = parts.total * float("nan")
         return parts
 
-    monkeypatch.setattr(objective.ReidObjective, "__call__", poisoned)
+    monkeypatch.setattr(objective.ReidObjective, "loss", poisoned)
     monkeypatch.chdir(tmp_path)
     path = write_spec(tmp_path, "nan")
     _, place = _run_here(path, study_root, tmp_path)

@@ -164,17 +164,17 @@ def _stop_and_nan(rank: int, root: str, work: str, port: int) -> None:
     outcome = train(cfg, Path(root), Path(work) / "stop", callbacks=[StopAtStep2()])
     report = {"status": outcome.status, "reason": outcome.stop_reason}
     if rank == 1:  # a non-finite loss on one rank only: the other must not run on alone
-        real = objective.ReidObjective.__call__
+        real = objective.ReidObjective.loss
         calls = {"n": 0}
 
-        def poisoned(self, model, batch, epoch):
-            parts = real(self, model, batch, epoch)
+        def poisoned(self, model, batch, encoded, epoch):
+            parts = real(self, model, batch, encoded, epoch)
             calls["n"] += 1
             if calls["n"] == 3:
                 parts.total = parts.total * float("nan")
             return parts
 
-        objective.ReidObjective.__call__ = poisoned
+        objective.ReidObjective.loss = poisoned
     try:
         train(cfg, Path(root), Path(work) / "nan")
     except Exception as exc:
@@ -216,10 +216,12 @@ def test_ranks_stop_together_on_a_stop_request_and_on_a_non_finite_loss(synth_ro
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_two_processes_follow_the_single_process_loss_curve(synth_root, tmp_path):
+@pytest.mark.parametrize("anchor", ["colour", "drawn"])  # drawn: two more RGB passes, gathered
+def test_two_processes_follow_the_single_process_loss_curve(synth_root, tmp_path, anchor):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    single_out = _torchrun(synth_root, single, *_sets(SAME_BATCH), nproc=1)
-    output = _torchrun(synth_root, ddp, *_sets(SAME_BATCH))
+    overrides = _sets((*SAME_BATCH, f"loss.sdm.anchor={anchor}"))
+    single_out = _torchrun(synth_root, single, *overrides, nproc=1)
+    output = _torchrun(synth_root, ddp, *overrides)
 
     one, two = _history(single), _history(ddp)
     assert len(one) == len(two) == 3  # one history writer: rank 0

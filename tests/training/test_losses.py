@@ -158,3 +158,42 @@ def test_id_loss_on_the_gallery_view_only():
     assert _sk_stem_grad_norm(parts.sdm, model) > 0
     every, model = _objective_parts(with_model=True, train=False)
     assert _sk_stem_grad_norm(every.ce, model) > 0
+
+
+def test_grey_anchor_aligns_colourless_views_with_a_grey_pass_of_the_rgb_images():
+    from reid_core.config import load_config
+    from reid_core.errors import ReidError
+    from reid_core.losses import ReidObjective
+
+    # Running BNNeck statistics (eval mode): each row's embedding depends on its own view only,
+    # so views whose anchor did not change keep their alignment loss exactly.
+    colour = _objective_parts(train=False)
+    grey = _objective_parts("loss.sdm.anchor=grey", "loss.id.views=gallery", train=False)
+    drawn = _objective_parts("loss.sdm.anchor=drawn", train=False)
+    sdm = {name: {k[4:]: v.item() for k, v in p.views.items() if k.startswith("sdm/")}
+           for name, p in (("colour", colour), ("grey", grey), ("drawn", drawn))}  # fmt: skip
+    assert set(sdm["grey"]) - set(sdm["colour"]) == {"vis_grey"}
+    assert set(sdm["drawn"]) - set(sdm["colour"]) == {"vis_grey", "vis_edge"}
+    for view in ("cp", "text", "nir_cp", "sk_text", "nir_cp_sk_text"):  # a colour view: unchanged
+        assert sdm["grey"][view] == pytest.approx(sdm["colour"][view], rel=1e-6), view
+    for view in ("nir", "sk", "nir_sk"):  # infrared and/or sketch alone: the grey anchor
+        assert sdm["grey"][view] != pytest.approx(sdm["colour"][view], rel=1e-3), view
+    assert sdm["drawn"]["nir_sk"] == pytest.approx(sdm["grey"]["nir_sk"], rel=1e-6)
+    assert sdm["drawn"]["sk"] != pytest.approx(sdm["grey"]["sk"], rel=1e-3)  # outline anchor
+    assert grey.sdm.item() == pytest.approx(sum(sdm["grey"].values()) / 16, rel=1e-5)
+    # the ID loss sees the RGB view and its grey pass (8 rows each)
+    ce_rgb = (grey.views["ce/vis"] + grey.views["ce/vis_grey"]) / 2
+    assert grey.ce.item() == pytest.approx(ce_rgb.item(), rel=1e-5)
+
+    cfg = load_config(preset="micro", overrides=["loss.sdm.anchor=grey"])
+    with pytest.raises(ReidError, match="needs a colour gallery modality"):
+        ReidObjective(cfg.loss, Modality.NIR)
+
+
+def test_grey_image_is_the_luma_of_each_rgb_image():
+    from reid_core.model.recolour import grey_image, random_grey
+
+    x = torch.randn(3, 3, 8, 4)
+    grey = grey_image(x)
+    assert grey.shape == x.shape and torch.equal(grey, random_grey(x, 1.0))
+    assert torch.allclose(grey[:, 0] * 0.26862954 + 0.48145466, grey[:, 1] * 0.26130258 + 0.4578275)

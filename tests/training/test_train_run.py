@@ -107,17 +107,17 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(
 ):
     from reid_core.losses import objective
 
-    real = objective.ReidObjective.__call__
+    real = objective.ReidObjective.loss
     calls = {"n": 0}
 
-    def poisoned(self, model, batch, epoch):
-        parts = real(self, model, batch, epoch)
+    def poisoned(self, model, batch, encoded, epoch):
+        parts = real(self, model, batch, encoded, epoch)
         calls["n"] += 1
         if calls["n"] == 5:  # epoch 1, its second step (3 steps per epoch)
             parts.total = parts.total * float("nan")
         return parts
 
-    monkeypatch.setattr(objective.ReidObjective, "__call__", poisoned)
+    monkeypatch.setattr(objective.ReidObjective, "loss", poisoned)
     with pytest.raises(ReidError, match="non-finite loss at epoch 1 step 4"):
         train(_cfg(*micro_overrides), synth_root, tmp_path / "nan")
     assert load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")["epoch"] == 1
