@@ -215,7 +215,7 @@ def query_latency_ms(model: Any, height: int, width: int, device: Any, batch: in
         for i in range(6):
             t0 = time.perf_counter()
             feats = model.encode({Modality.SK: x})
-            model.head(model.fuse(feats, mask))
+            model.head(model.fuse(feats, mask), mask)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i:

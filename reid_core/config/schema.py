@@ -211,6 +211,14 @@ class FusionConfig(Section):
 
 class HeadConfig(Section):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after the BNNeck")
+    colour_dims: int = Field(
+        0,
+        ge=0,
+        description="the first colour_dims dimensions of the retrieval vector are left zero for "
+        "queries made of infrared and/or sketch alone, which cannot see colour; views with RGB, "
+        "colour pencil or text fill them. An infrared or sketch query is then compared with an "
+        "RGB image on the other dimensions only (0: off, the seed's single shared space)",
+    )
 
 
 class ModelConfig(Section):
@@ -221,6 +229,15 @@ class ModelConfig(Section):
     sdm: SdmModuleConfig = SdmModuleConfig()
     fusion: FusionConfig = FusionConfig()
     head: HeadConfig = HeadConfig()
+
+    @model_validator(mode="after")
+    def _colour_dims(self) -> ModelConfig:
+        if self.head.colour_dims >= self.fusion.dim:
+            raise ValueError(
+                f"model.head.colour_dims {self.head.colour_dims} must be below "
+                f"model.fusion.dim {self.fusion.dim} (the retrieval vector's size)"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------------- loss

@@ -130,8 +130,8 @@ class ProtocolEncoder:
             part = {m: features[m][i : i + self.eval_cfg.batch_size] for m in modalities}
             rows = next(iter(part.values())).shape[0]
             with self._autocast():
-                fused = self.model.fuse(part, _mask(rows, modalities, self.device))
-                bn, _ = self.model.head(fused)
+                mask = _mask(rows, modalities, self.device)
+                bn, _ = self.model.head(self.model.fuse(part, mask), mask)
             out.append(F.normalize(bn.float(), dim=1))
         return torch.cat(out)
 

@@ -138,18 +138,20 @@ class ReidObjective:
             (f"{self.gallery.value}_{name}", (self.gallery,), {self.gallery: feats})
             for name, feats in encoded.anchors.items()
         ]
-        fused, ids, owners = [], [], []
+        fused, ids, owners, masks = [], [], [], []
         kept: list[tuple[str, tuple[Modality, ...]]] = []  # the views present, in owner order
         for name, combo, features in sources:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
             if not bool(rows.any()):
                 continue
             fused.append(model.fuse(sub, sub_mask))
+            masks.append(sub_mask)
             ids.append(batch.labels[rows])
             owners.append(torch.full((int(rows.sum()),), len(kept), device=rows.device))
             kept.append((name, combo))
         all_fused = torch.cat(fused)
-        bn, logits = model.head(all_fused)  # one BNNeck pass: its statistics see every view
+        # one BNNeck pass: its statistics see every view; each row's mask is its view's
+        bn, logits = model.head(all_fused, torch.cat(masks))
         labels = torch.cat(ids)
         owner = torch.cat(owners)
         ce_all = F.cross_entropy(

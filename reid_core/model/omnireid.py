@@ -114,12 +114,12 @@ class OmniReID(nn.Module):
     def forward(self, inputs: dict[Modality, torch.Tensor], mask: torch.Tensor) -> ReIDOutput:
         features = self.encode(inputs)
         fused = self.fuse(features, mask)
-        bn_features, logits = self.head(fused)
+        bn_features, logits = self.head(fused, mask)
         return ReIDOutput(features, fused, bn_features, logits)
 
     def embed(self, inputs: dict[Modality, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """L2-normalised `bn_features` `[B, D]` for retrieval (call in eval mode, no_grad)."""
-        bn_features, _ = self.head(self.fuse(self.encode(inputs), mask))
+        bn_features, _ = self.head(self.fuse(self.encode(inputs), mask), mask)
         return F.normalize(bn_features, dim=-1)
 
     def named_param_groups(
@@ -148,7 +148,7 @@ def from_clip(cfg: ReidConfig, clip: Any, num_classes: int) -> OmniReID:
     sdm = SemanticSeparation(widths, backbone.output_dim, m.sdm.dim, m.sdm.heads)
     project = nn.Identity() if m.sdm.dim == m.fusion.dim else nn.Linear(m.sdm.dim, m.fusion.dim)
     fusion = MaskedFusion(m.fusion.dim, m.fusion.heads, m.fusion.mlp_ratio, m.fusion.dropout)
-    head = BNNeckHead(m.fusion.dim, num_classes, m.head.dropout)
+    head = BNNeckHead(m.fusion.dim, num_classes, m.head.dropout, m.head.colour_dims)
     if text is not None and text.output_dim != backbone.output_dim:
         raise ConfigError(f"model.clip.name={m.clip.name!r}: text and image embeddings differ")
     model = OmniReID(
