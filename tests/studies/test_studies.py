@@ -4,7 +4,9 @@ interrupts, concurrent creation, status and promotion."""
 from __future__ import annotations
 
 import json
+import queue
 import signal
+import threading
 import time
 
 import pytest
@@ -179,19 +181,24 @@ def test_sigint_stops_cleanly_and_a_rerun_continues_to_the_budget(tmp_path, stud
     storage = f"sqlite:///{tmp_path}/studies.db"
     args = ["study", "run", str(path), "--data", str(study_root), "--storage", storage]
     args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]  # not the env's
-    proc = reid(*args, cwd=tmp_path)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
+    proc = reid(*args, cwd=tmp_path, env={"PYTHONUNBUFFERED": "1"})
+    # Interrupt as soon as the study prints its first epoch: reading its output, not polling the
+    # storage (an Optuna load per poll was slow enough under load that the 3-trial study had
+    # finished before the signal came).
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    head, deadline = [], time.monotonic() + 240
+    while time.monotonic() < deadline and not any("running epoch" in x for x in head):
         try:
-            started = [t for t in trials(storage, "interrupt") if t.user_attrs.get("epoch")]
-        except Exception:  # the study is not created yet
-            started = []
-        if started:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()[0]
+            head.append(lines.get(timeout=1))
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+    assert proc.poll() is None, "".join(head)
     proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=180)[0]
+    proc.wait(timeout=180)
+    time.sleep(0.5)  # the reader thread drains the pipe
+    out = "".join(head) + "".join(lines.get() for _ in range(lines.qsize()))
     assert proc.returncode == 130, out
     got = trials(storage, "interrupt")
     assert not [t for t in got if t.state.name == "RUNNING"], out
