@@ -176,19 +176,22 @@ def test_sigint_stops_cleanly_and_a_rerun_continues_to_the_budget(tmp_path, stud
         tmp_path,
         "interrupt",
         budget={"n_trials": 3},
-        **{"overrides.train.epochs": 6, "overrides.train.max_steps_per_epoch": 3},
+        **{"overrides.train.epochs": 6, "overrides.train.max_steps_per_epoch": 6},
     )
     storage = f"sqlite:///{tmp_path}/studies.db"
     args = ["study", "run", str(path), "--data", str(study_root), "--storage", storage]
     args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]  # not the env's
     proc = reid(*args, cwd=tmp_path, env={"PYTHONUNBUFFERED": "1"})
-    # Interrupt as soon as the study prints its first epoch: reading its output, not polling the
-    # storage (an Optuna load per poll was slow enough under load that the 3-trial study had
-    # finished before the signal came).
+    # Interrupt as soon as the study prints its first running trial, read from its output: the
+    # study's view polls the storage every 2 s, and in a fresh CI clone the micro trials took
+    # about that long each, so waiting for an epoch line (or polling the storage from here) let
+    # the 3-trial study finish before the signal came.
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     head, deadline = [], time.monotonic() + 240
-    while time.monotonic() < deadline and not any("running epoch" in x for x in head):
+    while time.monotonic() < deadline and not any(
+        x.lstrip().startswith("trial ") and " running" in x for x in head
+    ):
         try:
             head.append(lines.get(timeout=1))
         except queue.Empty:
