@@ -170,6 +170,10 @@ def test_two_objectives_pick_the_pareto_trial_the_spec_names(tmp_path, monkeypat
     assert best.values[1] == min(t.values[1] for t in got)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.integration
 def test_sigint_stops_cleanly_and_a_rerun_continues_to_the_budget(tmp_path, study_root):
     path = write_spec(
@@ -181,7 +185,9 @@ def test_sigint_stops_cleanly_and_a_rerun_continues_to_the_budget(tmp_path, stud
     storage = f"sqlite:///{tmp_path}/studies.db"
     args = ["study", "run", str(path), "--data", str(study_root), "--storage", storage]
     args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]  # not the env's
-    proc = reid(*args, cwd=tmp_path, env={"PYTHONUNBUFFERED": "1"})
+    # Ctrl-C as at a terminal: a shell starts background jobs with SIGINT ignored, and a child
+    # inherits that (CI run as `.ci/run &` did, and the study then ran to its budget).
+    proc = reid(*args, cwd=tmp_path, env={"PYTHONUNBUFFERED": "1"}, preexec_fn=_default_sigint)
     # Interrupt as soon as the study prints its first running trial, read from its output: the
     # study's view polls the storage every 2 s, and in a fresh CI clone the micro trials took
     # about that long each, so waiting for an epoch line (or polling the storage from here) let
