@@ -45,7 +45,7 @@ class BNNeckHead(nn.Module):
         `[batch, num_classes]`)."""
         bn = self.bn(fused)
         if self.colour_dims and mask is not None:
-            gate = torch.ones_like(bn[:1]).repeat(bn.shape[0], 1)
+            gate = torch.ones_like(bn)
             gate[colourless_rows(mask), : self.colour_dims] = 0
             bn = bn * gate
         return bn, self.classifier(self.dropout(bn))
