@@ -217,7 +217,9 @@ class HeadConfig(Section):
         description="the first colour_dims dimensions of the retrieval vector are left zero for "
         "queries made of infrared and/or sketch alone, which cannot see colour; views with RGB, "
         "colour pencil or text fill them. An infrared or sketch query is then compared with an "
-        "RGB image on the other dimensions only (0: off, the seed's single shared space)",
+        "RGB image on the other dimensions only. The grey and outline passes of "
+        "`loss.sdm.anchor` leave them zero too, so their alignment with the colour RGB view "
+        "acts on the shared dimensions alone (0: off, the seed's single shared space)",
     )
 
 
@@ -278,6 +280,14 @@ class SdmLossConfig(Section):
         "with colour; `drawn`: as `grey`, but sketch-only views align with an outline drawing of "
         "the RGB image. The extra passes are aligned with the colour one and seen by the ID loss "
         "like the RGB view; each costs one more RGB backbone pass per step",
+    )
+    pseudo: list[Literal["nir", "sk"]] = Field(
+        default_factory=list,
+        description="pseudo queries: each RGB image of the batch is also rendered as the listed "
+        "modalities see it (nir: its luma; sk: its outlines), encoded by that modality's own "
+        "stem and LoRA, and aligned with the colour RGB view like a real query of it (no ID "
+        "loss). Many more, exactly paired, examples for a query modality's branch; each costs "
+        "one more RGB-sized backbone pass per step. [] (seed): none",
     )
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from reid_core.data.batch import ModalBatch
 from reid_core.errors import ReidError
 from reid_core.losses.sdm import sdm_loss
 from reid_core.modality import ALL_MODALITIES, Modality, set_key
-from reid_core.model.recolour import edge_drawing, grey_image
+from reid_core.model.recolour import edge_drawing, grey_image, pseudo_image
 
 if TYPE_CHECKING:
     from reid_core.model import OmniReID
@@ -59,7 +59,9 @@ COLOURLESS = frozenset({Modality.NIR, Modality.SK})
 @dataclass
 class Encoded:
     """What `ReidObjective.encode` returns: per-modality features packed like the batch's
-    inputs, and each extra pass of the gallery images (`[N_gallery, D]`, the gallery's rows)."""
+    inputs, and each extra pass of the gallery images (`[N_gallery, D]`, the gallery's rows):
+    the anchor passes by name (`grey`, `edge`) and the pseudo queries by view name
+    (`nir_pseudo`, `sk_pseudo`)."""
 
     features: dict[Modality, torch.Tensor]
     anchors: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -107,6 +109,12 @@ class ReidObjective:
         self.cfg = cfg
         self.gallery = gallery
         self.passes = ANCHOR_PASSES[cfg.sdm.anchor]
+        self._pass_views = {f"{gallery.value}_{name}" for name in self.passes}
+        self.pseudo = tuple(Modality(m) for m in cfg.sdm.pseudo)
+        if self.pseudo and gallery.channels != 3:
+            raise ReidError(
+                f"loss.sdm.pseudo needs a colour gallery modality, got {gallery.value!r}"
+            )
         if self.passes and gallery.channels != 3:
             raise ReidError(
                 f"loss.sdm.anchor {cfg.sdm.anchor!r} needs a colour gallery modality, "
@@ -125,6 +133,9 @@ class ReidObjective:
             for name in self.passes:
                 image = _RENDER[name](inputs[self.gallery])
                 anchors[name] = model.encode({self.gallery: image})[self.gallery]
+            for m in self.pseudo:
+                image = pseudo_image(inputs[self.gallery], m)
+                anchors[f"{m.value}_pseudo"] = model.encode({m: image})[m]
         return Encoded(features, anchors)
 
     def loss(self, model: OmniReID, batch: ModalBatch, encoded: Encoded, epoch: int) -> LossParts:
@@ -137,21 +148,35 @@ class ReidObjective:
         sources += [
             (f"{self.gallery.value}_{name}", (self.gallery,), {self.gallery: feats})
             for name, feats in encoded.anchors.items()
+            if name in self.passes
         ]
-        fused, ids, owners, masks = [], [], [], []
+        sources += [  # pseudo queries: the gallery's rows, fused as the modality they render
+            (name, (self.gallery,), {self.gallery: encoded.anchors[name]})
+            for name in (f"{m.value}_pseudo" for m in self.pseudo)
+            if name in encoded.anchors
+        ]
+        fused, ids, owners, masks, grey = [], [], [], [], []
         kept: list[tuple[str, tuple[Modality, ...]]] = []  # the views present, in owner order
         for name, combo, features in sources:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
             if not bool(rows.any()):
                 continue
+            if name.endswith("_pseudo"):
+                as_m = Modality(name.removesuffix("_pseudo"))
+                sub = {as_m: sub[self.gallery]}
+                sub_mask = torch.zeros_like(sub_mask)
+                sub_mask[:, as_m.column] = True
+                combo = (as_m,)
             fused.append(model.fuse(sub, sub_mask))
             masks.append(sub_mask)
             ids.append(batch.labels[rows])
             owners.append(torch.full((int(rows.sum()),), len(kept), device=rows.device))
+            # a grey or outline pass of RGB images carries no colour (model.head.colour_dims)
+            grey.append(torch.full_like(owners[-1], name in self._pass_views, dtype=torch.bool))
             kept.append((name, combo))
         all_fused = torch.cat(fused)
         # one BNNeck pass: its statistics see every view; each row's mask is its view's
-        bn, logits = model.head(all_fused, torch.cat(masks))
+        bn, logits = model.head(all_fused, torch.cat(masks), colourless=torch.cat(grey))
         labels = torch.cat(ids)
         owner = torch.cat(owners)
         ce_all = F.cross_entropy(

@@ -39,13 +39,22 @@ class BNNeckHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.001)
 
     def forward(
-        self, fused: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        fused: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        colourless: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`[batch, dim]` (and the rows' modality mask) -> (bn_features `[batch, dim]`, logits
-        `[batch, num_classes]`)."""
+        `[batch, num_classes]`). `colourless` (`[batch]` bool) marks more rows whose colour was
+        taken away, such as the objective's grey and outline passes of RGB images."""
         bn = self.bn(fused)
-        if self.colour_dims and mask is not None:
+        if self.colour_dims and (mask is not None or colourless is not None):
+            drop = torch.zeros(bn.shape[0], dtype=torch.bool, device=bn.device)
+            if mask is not None:
+                drop = drop | colourless_rows(mask)
+            if colourless is not None:
+                drop = drop | colourless
             gate = torch.ones_like(bn)
-            gate[colourless_rows(mask), : self.colour_dims] = 0
+            gate[drop, : self.colour_dims] = 0
             bn = bn * gate
         return bn, self.classifier(self.dropout(bn))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reid_core.modality import CLIP_MEAN, CLIP_STD
+from reid_core.modality import CLIP_MEAN, CLIP_STD, Modality
 
 _LUMA = (0.299, 0.587, 0.114)
 _SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
@@ -40,17 +40,36 @@ def grey_image(x: torch.Tensor) -> torch.Tensor:
     return _normalise(_luma(x)).to(x.dtype)
 
 
-def edge_drawing(x: torch.Tensor) -> torch.Tensor:
-    """Each image's outlines as dark lines on white (Sobel magnitude of its luma), 3 channels,
-    CLIP-normalised: what a sketch keeps of a photo."""
+def _outline(x: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalised RGB `[batch, 3, H, W]` -> its outlines, dark on white, in [0, 1]
+    `[batch, 1, H, W]` (Sobel magnitude of the luma)."""
     luma = _luma(x.float())
     kernel = luma.new_tensor(_SOBEL)
     kernels = torch.stack([kernel, kernel.t()]).unsqueeze(1)  # [2, 1, 3, 3]
     grad = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernels)  # [batch, 2, H, W]
     magnitude = grad.pow(2).sum(1, keepdim=True).sqrt()
     ink = magnitude.flatten(1).quantile(_INK_QUANTILE, dim=1).clamp_min(1e-6)
-    drawing = 1.0 - (magnitude / ink.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
-    return _normalise(drawing).to(x.dtype)
+    return 1.0 - (magnitude / ink.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+
+
+def edge_drawing(x: torch.Tensor) -> torch.Tensor:
+    """Each image's outlines as dark lines on white (Sobel magnitude of its luma), 3 channels,
+    CLIP-normalised: what a sketch keeps of a photo."""
+    return _normalise(_outline(x)).to(x.dtype)
+
+
+# what each colourless query modality keeps of a photo
+_PSEUDO = {Modality.NIR: _luma, Modality.SK: _outline}
+
+
+def pseudo_image(x: torch.Tensor, modality: Modality) -> torch.Tensor:
+    """Each CLIP-normalised RGB image `[batch, 3, H, W]` rendered as `modality` sees it (infrared:
+    its luma; sketch: its outlines), in that modality's own channels and normalisation
+    `[batch, 1, H, W]`, ready for its stem."""
+    if modality not in _PSEUDO:
+        raise ValueError(f"no pseudo rendering for {modality.value!r} (allowed: nir, sk)")
+    mean, std = modality.mean_std
+    return ((_PSEUDO[modality](x.float()) - mean[0]) / std[0]).to(x.dtype)
 
 
 def random_recolour(x: torch.Tensor, grey_p: float, edge_p: float = 0.0) -> torch.Tensor:

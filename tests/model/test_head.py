@@ -36,6 +36,10 @@ def test_colour_dims_are_zero_for_infrared_and_sketch_queries_only():
     off = BNNeckHead(8, 3, 0.0).eval()
     off.load_state_dict(head.state_dict())
     assert torch.equal(off(fused, mask)[0], plain)  # colour_dims 0: the seed's head
+    # rows marked colourless (a grey or outline pass of RGB images) lose them too
+    marked, _ = head(fused, mask, colourless=torch.tensor([False, True, False, False]))
+    assert torch.equal(marked[[0, 1, 2], :3], torch.zeros(3, 3))
+    assert torch.equal(marked[3], plain[3]) and torch.equal(marked[1, 3:], plain[1, 3:])
     with pytest.raises(ValueError, match="colour_dims"):
         BNNeckHead(8, 3, 0.0, colour_dims=8)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from reid_core.errors import ConfigError
-from reid_core.modality import CLIP_MEAN, CLIP_STD, Modality
+from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
 from reid_core.model import build_model
-from reid_core.model.recolour import edge_drawing, random_grey, random_recolour
+from reid_core.model.recolour import edge_drawing, pseudo_image, random_grey, random_recolour
 from reid_core.model.stems import ConvStem
 from tests.model.conftest import make_batch, micro
 
@@ -56,6 +56,21 @@ def test_edge_drawing_is_dark_outlines_on_white():
     torch.testing.assert_close(drawing[0], drawing[2])  # grey
     assert drawing[0, 8, 4] == pytest.approx(1.0) and drawing[0, 0, 0] == pytest.approx(1.0)
     assert drawing[0, 8, 2] < 0.2 and drawing[0, 4, 4] < 0.2  # the box's outline is ink
+
+
+def test_pseudo_images_are_one_channel_in_the_modality_s_own_normalisation():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 8)
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    luma = ((x * std + mean) * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
+    nir = pseudo_image(x, Modality.NIR)
+    assert nir.shape == (2, 1, 16, 8)
+    torch.testing.assert_close(nir * GREY_STD[0] + GREY_MEAN[0], luma)
+    sketch = pseudo_image(x, Modality.SK) * GREY_STD[0] + GREY_MEAN[0]
+    outline = edge_drawing(x) * std + mean  # the same drawing, 3 channels in CLIP's
+    torch.testing.assert_close(sketch[:, 0], outline[:, 0])
+    with pytest.raises(ValueError, match="no pseudo rendering for 'cp'"):
+        pseudo_image(x, Modality.CP)
 
 
 def test_random_recolour_draws_grey_and_edges_apart():

@@ -190,6 +190,57 @@ def test_grey_anchor_aligns_colourless_views_with_a_grey_pass_of_the_rgb_images(
         ReidObjective(cfg.loss, Modality.NIR)
 
 
+def test_anchor_passes_lose_the_colour_dims_under_colour_dims():
+    # a grey pass carries no colour: its colour dimensions are zero, as for an infrared query
+    gated = _objective_parts("loss.sdm.anchor=grey", "model.head.colour_dims=16", train=False)
+    plain = _objective_parts("loss.sdm.anchor=grey", train=False)
+    assert gated.views["sdm/vis_grey"].item() != pytest.approx(plain.views["sdm/vis_grey"].item())
+    # colour pencil against the colour RGB view: neither side gated, the loss as without
+    assert gated.views["sdm/cp"].item() == pytest.approx(plain.views["sdm/cp"].item(), rel=1e-6)
+
+
+def _sketchless_objective(*overrides: str):
+    """One objective call on a micro model and a batch holding no sketch at all."""
+    from reid_core.config import load_config
+    from reid_core.data.batch import ModalBatch
+    from reid_core.losses import ReidObjective
+    from reid_core.model import build_model
+    from tests.model.conftest import make_batch
+
+    cfg = load_config(preset="micro", overrides=list(overrides))
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=4, load_pretrained=False).eval()
+    mask = torch.ones(8, len(Modality), dtype=torch.bool)
+    mask[:, Modality.SK.column] = False
+    labels = torch.arange(4).repeat_interleave(2)
+    batch = ModalBatch(make_batch(model, mask, 0), mask, labels + 10, labels)
+    return ReidObjective(cfg.loss)(model, batch, epoch=5), model
+
+
+def test_pseudo_queries_train_a_query_branch_on_rendered_rgb_images():
+    from reid_core.config import load_config
+    from reid_core.errors import ReidError
+    from reid_core.losses import ReidObjective
+
+    without, model = _sketchless_objective()
+    assert "sdm/sk_pseudo" not in without.views
+    assert _sk_stem_grad_norm(without.total, model) == 0.0  # no sketch in the batch
+    parts, model = _sketchless_objective("loss.sdm.pseudo=[sk]", "loss.id.views=singles")
+    # the outline drawings of the 8 RGB images go through the sketch stem, as sketch queries
+    assert {"sdm/sk_pseudo", "ce/sk_pseudo"} <= set(parts.views)
+    assert _sk_stem_grad_norm(parts.sdm, model) > 0 and _sk_stem_grad_norm(parts.ce, model) > 0
+    views = {k: v.item() for k, v in parts.views.items() if k.startswith("sdm/")}
+    assert parts.sdm.item() == pytest.approx(sum(views.values()) / len(views), rel=1e-5)
+    for key in ("sdm/nir", "sdm/cp", "sdm/nir_cp_text"):  # real views: unchanged
+        assert views[key] == pytest.approx(without.views[key].item(), rel=1e-6)
+    both, _ = _sketchless_objective("loss.sdm.pseudo=[nir,sk]")
+    assert {"sdm/nir_pseudo", "sdm/sk_pseudo"} <= set(both.views)
+
+    cfg = load_config(preset="micro", overrides=["loss.sdm.pseudo=[sk]"])
+    with pytest.raises(ReidError, match="pseudo needs a colour gallery modality"):
+        ReidObjective(cfg.loss, Modality.NIR)
+
+
 def test_grey_image_is_the_luma_of_each_rgb_image():
     from reid_core.model.recolour import grey_image, random_grey
 
