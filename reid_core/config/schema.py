@@ -281,6 +281,14 @@ class SdmLossConfig(Section):
         "the RGB image. The extra passes are aligned with the colour one and seen by the ID loss "
         "like the RGB view; each costs one more RGB backbone pass per step",
     )
+    grey: Literal["luma", "channel"] = Field(
+        "luma",
+        description="how the grey pass of `anchor` is rendered: the image's luma, or one of its "
+        "R, G, B channels drawn at random per image (`channel`, Ye et al.'s channel "
+        "augmentation), whose grey levels do not tell hues apart, so the pass's ID loss cannot "
+        "name people by hue and must use lightness and shape (drawn from torch's generator: "
+        "under torchrun each rank draws for its own images)",
+    )
     pseudo: list[Literal["nir", "sk"]] = Field(
         default_factory=list,
         description="pseudo queries: each RGB image of the batch is also rendered as the listed "

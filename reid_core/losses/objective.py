@@ -19,7 +19,7 @@ from reid_core.data.batch import ModalBatch
 from reid_core.errors import ReidError
 from reid_core.losses.sdm import sdm_loss
 from reid_core.modality import ALL_MODALITIES, Modality, set_key
-from reid_core.model.recolour import edge_drawing, grey_image, pseudo_image
+from reid_core.model.recolour import channel_image, edge_drawing, grey_image, pseudo_image
 
 if TYPE_CHECKING:
     from reid_core.model import OmniReID
@@ -52,6 +52,8 @@ class LossParts:
 # `loss.sdm.anchor` -> the extra passes of the gallery images it encodes, by name
 ANCHOR_PASSES = {"colour": (), "grey": ("grey",), "drawn": ("grey", "edge")}
 _RENDER = {"grey": grey_image, "edge": edge_drawing}
+# `loss.sdm.grey` -> how the grey anchor pass is rendered
+_GREY = {"luma": grey_image, "channel": channel_image}
 # query modalities that carry no colour: views made of these alone align with a colourless anchor
 COLOURLESS = frozenset({Modality.NIR, Modality.SK})
 
@@ -131,7 +133,8 @@ class ReidObjective:
         anchors = {}
         if self.gallery in inputs:
             for name in self.passes:
-                image = _RENDER[name](inputs[self.gallery])
+                render = _GREY[self.cfg.sdm.grey] if name == "grey" else _RENDER[name]
+                image = render(inputs[self.gallery])
                 anchors[name] = model.encode({self.gallery: image})[self.gallery]
             for m in self.pseudo:
                 image = pseudo_image(inputs[self.gallery], m)

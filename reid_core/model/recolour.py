@@ -40,6 +40,19 @@ def grey_image(x: torch.Tensor) -> torch.Tensor:
     return _normalise(_luma(x)).to(x.dtype)
 
 
+def channel_image(x: torch.Tensor) -> torch.Tensor:
+    """Each CLIP-normalised RGB image `[batch, 3, H, W]` as one of its R, G, B channels, drawn at
+    random per image (the channel augmentation of Ye et al., ICCV 2021), 3 channels,
+    CLIP-normalised: a grey image whose grey levels no longer tell the hues apart, as an infrared
+    camera's do not. Draws from torch's global generator."""
+    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    pixels = x.float() * std + mean
+    pick = torch.randint(0, 3, (x.shape[0],), device=x.device)  # [batch]
+    grey = pixels.gather(1, pick.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:]))
+    return _normalise(grey).to(x.dtype)
+
+
 def _outline(x: torch.Tensor) -> torch.Tensor:
     """CLIP-normalised RGB `[batch, 3, H, W]` -> its outlines, dark on white, in [0, 1]
     `[batch, 1, H, W]` (Sobel magnitude of the luma)."""

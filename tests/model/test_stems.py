@@ -8,7 +8,13 @@ import torch
 from reid_core.errors import ConfigError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
 from reid_core.model import build_model
-from reid_core.model.recolour import edge_drawing, pseudo_image, random_grey, random_recolour
+from reid_core.model.recolour import (
+    channel_image,
+    edge_drawing,
+    pseudo_image,
+    random_grey,
+    random_recolour,
+)
 from reid_core.model.stems import ConvStem
 from tests.model.conftest import make_batch, micro
 
@@ -56,6 +62,18 @@ def test_edge_drawing_is_dark_outlines_on_white():
     torch.testing.assert_close(drawing[0], drawing[2])  # grey
     assert drawing[0, 8, 4] == pytest.approx(1.0) and drawing[0, 0, 0] == pytest.approx(1.0)
     assert drawing[0, 8, 2] < 0.2 and drawing[0, 4, 4] < 0.2  # the box's outline is ink
+
+
+def test_channel_image_is_one_of_each_image_s_channels_drawn_at_random():
+    torch.manual_seed(0)
+    x = torch.randn(60, 3, 4, 2)
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    pixels, grey = x * std + mean, channel_image(x) * std + mean
+    torch.testing.assert_close(grey[:, 0], grey[:, 2])  # grey: R == G == B
+    picked = [[c for c in range(3) if torch.allclose(grey[i, 0], pixels[i, c])] for i in range(60)]
+    assert all(len(p) == 1 for p in picked)  # exactly one of its own channels
+    counts = torch.bincount(torch.tensor([p[0] for p in picked]), minlength=3)
+    assert bool((counts > 10).all())  # each channel is drawn
 
 
 def test_pseudo_images_are_one_channel_in_the_modality_s_own_normalisation():

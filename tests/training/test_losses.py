@@ -190,6 +190,19 @@ def test_grey_anchor_aligns_colourless_views_with_a_grey_pass_of_the_rgb_images(
         ReidObjective(cfg.loss, Modality.NIR)
 
 
+def test_channel_grey_pass_changes_only_the_views_aligned_with_it():
+    luma = _objective_parts("loss.sdm.anchor=grey", train=False)
+    channel = _objective_parts("loss.sdm.anchor=grey", "loss.sdm.grey=channel", train=False)
+    for view in ("vis_grey", "nir", "sk", "nir_sk"):  # the grey pass and what aligns with it
+        assert channel.views[f"sdm/{view}"].item() != pytest.approx(
+            luma.views[f"sdm/{view}"].item()
+        )
+    for view in ("cp", "text", "nir_cp_sk_text"):
+        assert channel.views[f"sdm/{view}"].item() == pytest.approx(
+            luma.views[f"sdm/{view}"].item(), rel=1e-6
+        )
+
+
 def test_anchor_passes_lose_the_colour_dims_under_colour_dims():
     # a grey pass carries no colour: its colour dimensions are zero, as for an infrared query
     gated = _objective_parts("loss.sdm.anchor=grey", "model.head.colour_dims=16", train=False)
