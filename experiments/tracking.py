@@ -195,7 +195,7 @@ class MlflowTracker(Callback):
         if self.on_start is not None:
             self.on_start(self.run_id)
         log_params(self.client, self.run_id, flatten(self.cfg))
-        self.client.log_inputs(self.run_id, datasets=[dataset_input(self.data_root, index)])
+        log_dataset(self.client, self.run_id, dataset_input(self.data_root, index))
         self.client.log_text(self.run_id, to_yaml(self.cfg), "config.yaml")
         if diff is not None:
             self.client.log_text(self.run_id, diff, "git/diff.patch")
@@ -329,6 +329,25 @@ def dataset_input(root: Path, index: Any) -> Any:
         name=root.name, digest=index.digest[:12], source_type="local", source=root.as_uri()
     )
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def log_dataset(client: Any, run_id: str, dataset: Any, tries: int = 4) -> None:
+    """`client.log_inputs` of one dataset input, tried again when a concurrent run inserted the
+    same dataset first. The tracking store's get-or-create of a dataset row is not atomic: when
+    study workers start trials on one dataset at the same moment, the loser of the race gets a
+    unique-constraint error (PostgreSQL's `duplicate key value violates unique constraint
+    "dataset_pk"`, SQLite's `UNIQUE constraint failed`) and its request is rolled back; the next
+    try finds the row and links it. Any other error, or the last try's, is raised."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            client.log_inputs(run_id, datasets=[dataset])
+            return
+        except MlflowException as exc:
+            if attempt == tries - 1 or "unique" not in str(exc).lower():
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 UI_RUNS_VIEW = "runs?workflowType=machine_learning"  # the training runs, not the GenAI overview

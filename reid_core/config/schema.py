@@ -293,9 +293,10 @@ class SdmLossConfig(Section):
         default_factory=list,
         description="pseudo queries: each RGB image of the batch is also rendered as the listed "
         "modalities see it (nir: its luma; sk: its outlines), encoded by that modality's own "
-        "stem and LoRA, and aligned with the colour RGB view like a real query of it (no ID "
-        "loss). Many more, exactly paired, examples for a query modality's branch; each costs "
-        "one more RGB-sized backbone pass per step. [] (seed): none",
+        "stem and LoRA, and trained like a real query of that modality (view `sk_pseudo` "
+        "aligned with that modality's `anchor`; a single view for `loss.id.views`). Many more, "
+        "exactly paired, examples for a query modality's branch; each costs one more "
+        "RGB-sized backbone pass per step. [] (seed): none",
     )
 
     @model_validator(mode="after")

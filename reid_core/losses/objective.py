@@ -158,7 +158,7 @@ class ReidObjective:
             for name in (f"{m.value}_pseudo" for m in self.pseudo)
             if name in encoded.anchors
         ]
-        fused, ids, owners, masks, grey = [], [], [], [], []
+        fused, ids, owners, masks, no_colour = [], [], [], [], []
         kept: list[tuple[str, tuple[Modality, ...]]] = []  # the views present, in owner order
         for name, combo, features in sources:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
@@ -175,11 +175,13 @@ class ReidObjective:
             ids.append(batch.labels[rows])
             owners.append(torch.full((int(rows.sum()),), len(kept), device=rows.device))
             # a grey or outline pass of RGB images carries no colour (model.head.colour_dims)
-            grey.append(torch.full_like(owners[-1], name in self._pass_views, dtype=torch.bool))
+            no_colour.append(
+                torch.full_like(owners[-1], name in self._pass_views, dtype=torch.bool)
+            )
             kept.append((name, combo))
         all_fused = torch.cat(fused)
         # one BNNeck pass: its statistics see every view; each row's mask is its view's
-        bn, logits = model.head(all_fused, torch.cat(masks), colourless=torch.cat(grey))
+        bn, logits = model.head(all_fused, torch.cat(masks), colourless=torch.cat(no_colour))
         labels = torch.cat(ids)
         owner = torch.cat(owners)
         ce_all = F.cross_entropy(

@@ -323,3 +323,39 @@ def test_links_open_the_training_runs_view():
     assert experiment_link(local).endswith("/#/experiments/3/runs?workflowType=machine_learning")
     server = Store("http://10.0.0.5:5000/", "3", None)
     assert run_link(server, "abc") == "http://10.0.0.5:5000/#/experiments/3/runs/abc"
+
+
+class _RacingClient:
+    """log_inputs fails like the tracking store's loser of a dataset-insert race, `fails` times."""
+
+    def __init__(self, fails: int, message: str) -> None:
+        self.fails, self.message, self.calls = fails, message, 0
+
+    def log_inputs(self, run_id, datasets):
+        from mlflow.exceptions import MlflowException
+
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise MlflowException(self.message)
+
+
+def test_a_dataset_insert_race_is_tried_again_and_other_errors_are_not():
+    from mlflow.exceptions import MlflowException
+
+    from experiments.tracking import log_dataset
+
+    pg = 'duplicate key value violates unique constraint "dataset_pk"'
+    client = _RacingClient(1, pg)
+    log_dataset(client, "run", object())
+    assert client.calls == 2  # the second try finds the row the winner inserted
+    sqlite = _RacingClient(2, "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
+    log_dataset(sqlite, "run", object())
+    assert sqlite.calls == 3
+    always = _RacingClient(10, pg)
+    with pytest.raises(MlflowException, match="dataset_pk"):
+        log_dataset(always, "run", object(), tries=3)
+    assert always.calls == 3
+    other = _RacingClient(1, "RESOURCE_DOES_NOT_EXIST: run not found")
+    with pytest.raises(MlflowException, match="run not found"):
+        log_dataset(other, "run", object())
+    assert other.calls == 1
