@@ -112,7 +112,8 @@ class ReidObjective:
         self.gallery = gallery
         self.passes = ANCHOR_PASSES[cfg.sdm.anchor]
         self._pass_views = {f"{gallery.value}_{name}" for name in self.passes}
-        self.pseudo = tuple(Modality(m) for m in cfg.sdm.pseudo)
+        # `loss.sdm.pseudo` -> the pseudo query views, by name (`sk_pseudo`)
+        self.pseudo = {f"{m}_pseudo": Modality(m) for m in cfg.sdm.pseudo}
         if self.pseudo and gallery.channels != 3:
             raise ReidError(
                 f"loss.sdm.pseudo needs a colour gallery modality, got {gallery.value!r}"
@@ -136,9 +137,9 @@ class ReidObjective:
                 render = _GREY[self.cfg.sdm.grey] if name == "grey" else _RENDER[name]
                 image = render(inputs[self.gallery])
                 anchors[name] = model.encode({self.gallery: image})[self.gallery]
-            for m in self.pseudo:
+            for name, m in self.pseudo.items():
                 image = pseudo_image(inputs[self.gallery], m)
-                anchors[f"{m.value}_pseudo"] = model.encode({m: image})[m]
+                anchors[name] = model.encode({m: image})[m]
         return Encoded(features, anchors)
 
     def loss(self, model: OmniReID, batch: ModalBatch, encoded: Encoded, epoch: int) -> LossParts:
@@ -147,29 +148,30 @@ class ReidObjective:
         # every query combination present, then the anchor passes of the gallery images. Fusion
         # is cheap next to the backbone passes.
         combos = [(self.gallery,), *query_combinations(batch.present(), self.gallery)]
-        sources = [(set_key(c), c, encoded.features) for c in combos]
+        # (view name, the modalities that select its rows, their features, the modality a pseudo
+        # query's rows are fused as)
+        sources: list[tuple[str, tuple[Modality, ...], dict, Modality | None]]
+        sources = [(set_key(c), c, encoded.features, None) for c in combos]
         sources += [
-            (f"{self.gallery.value}_{name}", (self.gallery,), {self.gallery: feats})
+            (f"{self.gallery.value}_{name}", (self.gallery,), {self.gallery: feats}, None)
             for name, feats in encoded.anchors.items()
             if name in self.passes
         ]
         sources += [  # pseudo queries: the gallery's rows, fused as the modality they render
-            (name, (self.gallery,), {self.gallery: encoded.anchors[name]})
-            for name in (f"{m.value}_pseudo" for m in self.pseudo)
+            (name, (self.gallery,), {self.gallery: encoded.anchors[name]}, m)
+            for name, m in self.pseudo.items()
             if name in encoded.anchors
         ]
         fused, ids, owners, masks, no_colour = [], [], [], [], []
         kept: list[tuple[str, tuple[Modality, ...]]] = []  # the views present, in owner order
-        for name, combo, features in sources:
+        for name, combo, features, fuse_as in sources:
             sub, sub_mask, rows = select_rows(features, batch.mask, combo)
             if not bool(rows.any()):
                 continue
-            if name.endswith("_pseudo"):
-                as_m = Modality(name.removesuffix("_pseudo"))
-                sub = {as_m: sub[self.gallery]}
+            if fuse_as is not None:
+                sub, combo = {fuse_as: sub[self.gallery]}, (fuse_as,)
                 sub_mask = torch.zeros_like(sub_mask)
-                sub_mask[:, as_m.column] = True
-                combo = (as_m,)
+                sub_mask[:, fuse_as.column] = True
             fused.append(model.fuse(sub, sub_mask))
             masks.append(sub_mask)
             ids.append(batch.labels[rows])

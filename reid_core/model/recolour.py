@@ -20,11 +20,16 @@ _SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
 _INK_QUANTILE = 0.95
 
 
-def _luma(x: torch.Tensor) -> torch.Tensor:
-    """CLIP-normalised RGB `[batch, 3, H, W]` -> luma in [0, 1] `[batch, 1, H, W]`."""
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalised RGB `[batch, 3, H, W]` -> its pixels in [0, 1]."""
     mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-    return ((x * std + mean) * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return x * std + mean
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalised RGB `[batch, 3, H, W]` -> luma in [0, 1] `[batch, 1, H, W]`."""
+    return (_pixels(x) * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def _normalise(grey: torch.Tensor) -> torch.Tensor:
@@ -45,9 +50,7 @@ def channel_image(x: torch.Tensor) -> torch.Tensor:
     random per image (the channel augmentation of Ye et al., ICCV 2021), 3 channels,
     CLIP-normalised: a grey image whose grey levels no longer tell the hues apart, as an infrared
     camera's do not. Draws from torch's global generator."""
-    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
-    pixels = x.float() * std + mean
+    pixels = _pixels(x.float())
     pick = torch.randint(0, 3, (x.shape[0],), device=x.device)  # [batch]
     grey = pixels.gather(1, pick.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:]))
     return _normalise(grey).to(x.dtype)
