@@ -192,7 +192,7 @@ class OmniReIDPyfunc:
                 for i in range(0, len(items), bs):
                     x = torch.stack([self._image(r) for r in items[i : i + bs]]).to(self.device)
                     with enc._autocast():
-                        chunks.append(self.model.encode({modality: x})[modality].float())
+                        chunks.append(self.model.encode_item(modality, x).float())
             table[modality] = torch.cat(chunks)
         return table
 

@@ -231,6 +231,15 @@ class ModelConfig(Section):
     sdm: SdmModuleConfig = SdmModuleConfig()
     fusion: FusionConfig = FusionConfig()
     head: HeadConfig = HeadConfig()
+    grey_gallery: bool = Field(
+        False,
+        description="retrieval only (evaluation, search, serving): each gallery image is also "
+        "encoded grey (its luma), and a query of infrared and/or sketch alone is ranked against "
+        "that grey pass, the pass it aligns with in training under `loss.sdm.anchor: grey`; "
+        "every other query is ranked against the colour pass as without. The retrieval vector "
+        "grows by the dimensions past `model.head.colour_dims`, and encoding the gallery costs "
+        "two backbone passes. Needs a colour (RGB) gallery modality",
+    )
 
     @model_validator(mode="after")
     def _colour_dims(self) -> ModelConfig:
@@ -407,6 +416,11 @@ class ReidConfig(Section):
             raise ValueError(
                 f"data.height x data.width {self.data.height}x{self.data.width} must be "
                 f"multiples of model.clip.custom.patch_size {patch}"
+            )
+        if self.model.grey_gallery and self.data.gallery_modality.channels != 3:
+            raise ValueError(
+                "model.grey_gallery needs a colour gallery modality, got data.gallery_modality "
+                f"{self.data.gallery_modality.value!r}"
             )
         if self.model.mer.blocks is not None and clip.custom is not None:
             bad = [b for b in self.model.mer.blocks if not 0 <= b < clip.custom.vision_layers]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from reid_core.config.schema import DataConfig, EvalConfig
@@ -101,7 +100,7 @@ class ProtocolEncoder:
                 generator=torch.Generator(),
             )
             total = len(batches)
-        d = self.model.embed_dim
+        d = self.model.item_dim(modality)
         start = 0
         for x in track(batches, total=total, description=f"encode {modality.value}"):
             x, ok = x if isinstance(x, list | tuple) else (x, None)
@@ -119,7 +118,7 @@ class ProtocolEncoder:
 
     def _encode(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.model.encode({modality: x.to(self.device)})[modality].float()
+            return self.model.encode_item(modality, x.to(self.device)).float()
 
     @torch.no_grad()
     def fuse(self, features: dict[Modality, torch.Tensor], modalities: Sequence[Modality]):
@@ -131,8 +130,7 @@ class ProtocolEncoder:
             rows = next(iter(part.values())).shape[0]
             with self._autocast():
                 mask = _mask(rows, modalities, self.device)
-                bn, _ = self.model.head(self.model.fuse(part, mask), mask)
-            out.append(F.normalize(bn.float(), dim=1))
+                out.append(self.model.retrieval_vectors(part, mask).float())
         return torch.cat(out)
 
     def gallery(self, protocol: Protocol) -> tuple[torch.Tensor, torch.Tensor]:

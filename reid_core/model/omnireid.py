@@ -3,6 +3,7 @@ BNNeck. `build_model` maps a `ReidConfig` to it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,9 @@ from reid_core.errors import ConfigError, ReidError
 from reid_core.modality import ALL_MODALITIES, Modality
 from reid_core.model.backbone import VisionBackbone, build_clip
 from reid_core.model.fusion import MaskedFusion
-from reid_core.model.head import BNNeckHead
+from reid_core.model.head import BNNeckHead, colourless_rows
 from reid_core.model.pretrained import load_pretrained as _load_pretrained
+from reid_core.model.recolour import grey_image
 from reid_core.model.sdm import SemanticSeparation
 from reid_core.model.text import TextEncoder, build_tokenizer
 
@@ -59,6 +61,7 @@ class OmniReID(nn.Module):
         head: BNNeckHead,
         modalities: Sequence[Modality],
         freeze_text: bool,
+        grey_gallery: Modality | None = None,
     ) -> None:
         super().__init__()
         self.backbone, self.text, self.sdm, self.project = backbone, text, sdm, project
@@ -66,7 +69,13 @@ class OmniReID(nn.Module):
         self.modalities = tuple(m for m in ALL_MODALITIES if m in modalities)
         self.freeze_text = freeze_text
         self.num_classes = head.classifier.out_features
-        self.embed_dim = head.bn.num_features
+        # features of one modality's pass (fusion's width) and of a retrieval vector: with a
+        # grey gallery (`model.grey_gallery`) the vector grows a grey block, the head's
+        # dimensions past `colour_dims`
+        self.feature_dim = head.bn.num_features
+        self.grey_gallery = grey_gallery
+        grey_block = self.feature_dim - head.colour_dims if grey_gallery is not None else 0
+        self.embed_dim = self.feature_dim + grey_block
         self.context_length = text.context_length if text is not None else 77
         self._tokenizer = build_tokenizer(self.context_length)
         if text is not None and freeze_text:
@@ -92,7 +101,7 @@ class OmniReID(nn.Module):
         """One backbone pass: images `[N, C, H, W]` or token ids `[N, L]` -> `[N, D]`."""
         self._check(modality)
         if x.shape[0] == 0:  # no sample has it: nothing to run (the mask column is all False)
-            return self.head.bn.weight.new_zeros(0, self.embed_dim)
+            return self.head.bn.weight.new_zeros(0, self.feature_dim)
         if modality is Modality.TEXT:
             assert self.text is not None  # _check: TEXT is only known with a text tower
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text):
@@ -118,9 +127,53 @@ class OmniReID(nn.Module):
         return ReIDOutput(features, fused, bn_features, logits)
 
     def embed(self, inputs: dict[Modality, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised `bn_features` `[B, D]` for retrieval (call in eval mode, no_grad)."""
-        bn_features, _ = self.head(self.fuse(self.encode(inputs), mask), mask)
-        return F.normalize(bn_features, dim=-1)
+        """Retrieval vectors `[B, embed_dim]` of `inputs` (call in eval mode, no_grad)."""
+        features = {m: self.encode_item(m, x) for m, x in inputs.items()}
+        return self.retrieval_vectors(features, mask)
+
+    def item_dim(self, modality: Modality) -> int:
+        """Width of `encode_item`'s features for `modality`."""
+        return 2 * self.feature_dim if modality is self.grey_gallery else self.feature_dim
+
+    def encode_item(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
+        """Retrieval-time encoding of one modality's items -> `[N, item_dim(modality)]`: one
+        backbone pass, and for the grey-gallery modality its grey (luma) pass after it."""
+        feats = self.encode_one(modality, x)
+        if modality is not self.grey_gallery:
+            return feats
+        return torch.cat([feats, self.encode_one(modality, grey_image(x))], dim=1)
+
+    def retrieval_vectors(
+        self, features: dict[Modality, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`encode_item` features (packed like `mask`'s rows) -> L2-normalised retrieval vectors
+        `[B, embed_dim]`, whose cosine ranks a gallery.
+
+        Without a grey gallery: the BNNeck output. With one (`model.grey_gallery`), two blocks:
+        the BNNeck output, then the grey block. A query of infrared and/or sketch alone fills
+        the grey block only (its dimensions past `colour_dims`), any other query the first block
+        only; a gallery image fills the first with its colour pass and the grey block with its
+        grey pass, each block scaled by 1/sqrt(2). So an infrared or sketch query is ranked
+        against the grey passes, the pass it aligned with in training (`loss.sdm.anchor: grey`),
+        and any other query against the colour passes, as without."""
+        g, d = self.grey_gallery, self.feature_dim
+        colour = {m: (f[:, :d] if m is g else f) for m, f in features.items()}
+        bn = self.head(self.fuse(colour, mask), mask)[0].float()
+        if g is None:
+            return F.normalize(bn, dim=-1)
+        cd = self.head.colour_dims
+        out = bn.new_zeros(bn.shape[0], self.embed_dim)
+        grey = colourless_rows(mask)
+        out[~grey, :d] = F.normalize(bn[~grey], dim=-1)
+        out[grey, d:] = F.normalize(bn[grey, cd:], dim=-1)
+        alone = mask[:, g.column] & (mask.sum(dim=1) == 1)  # gallery images
+        if g in features and features[g].shape[1] == 2 * d and bool(alone.any()):
+            rows = alone[mask[:, g.column]]  # the gallery images among the rows holding g
+            sub_mask = mask[alone]
+            grey_bn, _ = self.head(self.fuse({g: features[g][rows, d:]}, sub_mask), sub_mask)
+            out[alone, :d] = out[alone, :d] / math.sqrt(2)
+            out[alone, d:] = F.normalize(grey_bn[:, cd:].float(), dim=-1) / math.sqrt(2)
+        return out
 
     def named_param_groups(
         self, trainable: bool = True
@@ -151,8 +204,9 @@ def from_clip(cfg: ReidConfig, clip: Any, num_classes: int) -> OmniReID:
     head = BNNeckHead(m.fusion.dim, num_classes, m.head.dropout, m.head.colour_dims)
     if text is not None and text.output_dim != backbone.output_dim:
         raise ConfigError(f"model.clip.name={m.clip.name!r}: text and image embeddings differ")
+    grey = cfg.data.gallery_modality if m.grey_gallery else None
     model = OmniReID(
-        backbone, text, sdm, project, fusion, head, cfg.data.modalities, m.clip.freeze_text
+        backbone, text, sdm, project, fusion, head, cfg.data.modalities, m.clip.freeze_text, grey
     )
     if m.backbone.freeze:
         for name, p in model.named_parameters():
