@@ -14,6 +14,14 @@ def micro(*overrides: str):
     return load_config(preset="micro", overrides=["model.clip.custom.vision_layers=2", *overrides])
 
 
+def modality_mask(*rows: tuple[Modality, ...]) -> torch.Tensor:
+    """A `[len(rows), 5]` modality mask: row i holds the modalities of `rows[i]`."""
+    mask = torch.zeros(len(rows), len(ALL_MODALITIES), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        mask[i, [m.column for m in row]] = True
+    return mask
+
+
 def make_batch(model, mask: torch.Tensor, seed: int = 0) -> dict[Modality, torch.Tensor]:
     """Packed inputs for `mask` `[B, 5]`: rows only for the samples that have the modality."""
     g = torch.Generator().manual_seed(seed)

@@ -14,16 +14,9 @@ from reid_core.errors import ConfigError
 from reid_core.modality import Modality
 from reid_core.model import build_model
 from reid_core.model.recolour import grey_image
-from tests.model.conftest import make_batch
+from tests.model.conftest import make_batch, modality_mask
 
 DIM, COLOUR = 32, 16  # the micro preset's fusion width, and the colour dims set below
-
-
-def _mask(*rows: tuple[Modality, ...]) -> torch.Tensor:
-    mask = torch.zeros(len(rows), len(Modality), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        mask[i, [m.column for m in row]] = True
-    return mask
 
 
 def _models():
@@ -51,7 +44,7 @@ def test_the_retrieval_vector_grows_a_grey_block_past_the_colour_dims():
 def test_queries_fill_one_block_and_gallery_images_both():
     plain, grey = _models()
     rows = ((Modality.VIS,), (Modality.SK,), (Modality.NIR, Modality.SK), (Modality.CP,))
-    mask = _mask(*rows)
+    mask = modality_mask(*rows)
     inputs = make_batch(grey, mask)
     with torch.no_grad():
         ref = plain.embed(inputs, mask)
@@ -77,7 +70,9 @@ def test_queries_fill_one_block_and_gallery_images_both():
 
 def test_a_gallery_image_among_other_rows_gets_its_grey_pass():
     _, grey = _models()
-    mask = _mask((Modality.CP,), (Modality.VIS,), (Modality.VIS, Modality.CP), (Modality.VIS,))
+    mask = modality_mask(
+        (Modality.CP,), (Modality.VIS,), (Modality.VIS, Modality.CP), (Modality.VIS,)
+    )
     inputs = make_batch(grey, mask)
     with torch.no_grad():
         out = grey.embed(inputs, mask)

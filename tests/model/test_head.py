@@ -5,17 +5,11 @@ import torch
 
 from reid_core.modality import Modality
 from reid_core.model.head import BNNeckHead, colourless_rows
-
-
-def _mask(*rows: tuple[Modality, ...]) -> torch.Tensor:
-    mask = torch.zeros(len(rows), len(Modality), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        mask[i, [m.column for m in row]] = True
-    return mask
+from tests.model.conftest import modality_mask
 
 
 def test_colourless_rows_are_those_without_rgb_colour_pencil_or_text():
-    mask = _mask(
+    mask = modality_mask(
         (Modality.NIR,), (Modality.SK,), (Modality.NIR, Modality.SK), (Modality.VIS,),
         (Modality.CP,), (Modality.TEXT, Modality.SK), (Modality.NIR, Modality.CP),
     )  # fmt: skip
@@ -26,7 +20,9 @@ def test_colour_dims_are_zero_for_infrared_and_sketch_queries_only():
     torch.manual_seed(0)
     head = BNNeckHead(8, 3, 0.0, colour_dims=3).eval()
     fused = torch.randn(4, 8)
-    mask = _mask((Modality.SK,), (Modality.VIS,), (Modality.NIR, Modality.SK), (Modality.CP,))
+    mask = modality_mask(
+        (Modality.SK,), (Modality.VIS,), (Modality.NIR, Modality.SK), (Modality.CP,)
+    )
     bn, logits = head(fused, mask)
     plain, _ = head(fused)  # no mask: nothing is gated
     assert torch.equal(bn[[0, 2], :3], torch.zeros(2, 3))
@@ -52,7 +48,7 @@ def test_a_sketch_query_embedding_leaves_the_colour_dims_empty():
 
     cfg = load_config(preset="micro", overrides=["model.head.colour_dims=16"])
     model = build_model(cfg, num_classes=4, load_pretrained=False).eval()
-    mask = _mask((Modality.SK,), (Modality.SK,), (Modality.VIS,), (Modality.VIS,))
+    mask = modality_mask((Modality.SK,), (Modality.SK,), (Modality.VIS,), (Modality.VIS,))
     with torch.no_grad():
         emb = model.embed(make_batch(model, mask), mask)
     assert torch.equal(emb[:2, :16], torch.zeros(2, 16)) and bool(emb[2:, :16].abs().sum() > 0)
