@@ -51,8 +51,7 @@ class LossParts:
 
 # `loss.sdm.anchor` -> the extra passes of the gallery images it encodes, by name
 ANCHOR_PASSES = {"colour": (), "grey": ("grey",), "drawn": ("grey", "edge")}
-_RENDER = {"grey": grey_image, "edge": edge_drawing}
-# `loss.sdm.grey` -> how the grey anchor pass is rendered
+# `loss.sdm.grey` -> how the grey anchor pass is rendered; the outline pass is an edge drawing
 _GREY = {"luma": grey_image, "channel": channel_image}
 # query modalities that carry no colour: views made of these alone align with a colourless anchor
 COLOURLESS = frozenset({Modality.NIR, Modality.SK})
@@ -111,6 +110,7 @@ class ReidObjective:
         self.cfg = cfg
         self.gallery = gallery
         self.passes = ANCHOR_PASSES[cfg.sdm.anchor]
+        self._render = {"grey": _GREY[cfg.sdm.grey], "edge": edge_drawing}  # by pass name
         self._pass_views = {f"{gallery.value}_{name}" for name in self.passes}
         # `loss.sdm.pseudo` -> the pseudo query views, by name (`sk_pseudo`)
         self.pseudo = {f"{m}_pseudo": Modality(m) for m in cfg.sdm.pseudo}
@@ -134,8 +134,7 @@ class ReidObjective:
         anchors = {}
         if self.gallery in inputs:
             for name in self.passes:
-                render = _GREY[self.cfg.sdm.grey] if name == "grey" else _RENDER[name]
-                image = render(inputs[self.gallery])
+                image = self._render[name](inputs[self.gallery])
                 anchors[name] = model.encode({self.gallery: image})[self.gallery]
             for name, m in self.pseudo.items():
                 image = pseudo_image(inputs[self.gallery], m)
