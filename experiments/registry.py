@@ -7,13 +7,16 @@ digest and protocol, and beat the holder's `test.score` by at least `min_delta`.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reid_core.errors import ReidError
 
 DEFAULT_ALIAS = "champion"
+MLMODEL_MAX_BYTES = 256 * 1024  # ours is about 2 KiB
 
 
 class RegistryError(ReidError):
@@ -157,10 +160,13 @@ def promote(
     """Move `alias` to the candidate when it wins (see the module docstring); tag the decision.
 
     The candidate is `version`, else the version `run_id` registered, else the newest version.
-    Raises PromotionRefused (exit status 1) when it does not win.
+    Raises PromotionRefused (exit status 1) when it does not win, and ModelFormatError when the
+    candidate is not an OmniReID model (its MLmodel is checked; nothing is loaded).
     """
     _registered(client, name)
-    cand = _info(client, _candidate(client, name, version, run_id))
+    found = _candidate(client, name, version, run_id)
+    check_model_uri(f"models:/{name}/{found.version}", client.tracking_uri)
+    cand = _info(client, found)
     held = alias_holder(client, name, alias)
     holder = _info(client, held) if held is not None else None
     ok, reason = decide(cand, holder, min_delta, force)
@@ -187,8 +193,10 @@ def _fmt(score: float | None) -> str:
 
 
 def load_model(uri: str) -> Any:
-    """`mlflow.pyfunc.load_model(uri)` with one-line errors for a missing model, version or alias,
-    and for a model whose format this version cannot read."""
+    """Load the OmniReID pyfunc model behind `uri` (`models:/NAME@ALIAS`, `models:/NAME/VERSION`,
+    `runs:/RUN/model`, a folder): its MLmodel is read and checked first (`check_mlmodel`), so a
+    model that is not ours is refused with one line before any of its code could run. Missing
+    models, versions and aliases are one-line errors too."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -196,13 +204,64 @@ def load_model(uri: str) -> Any:
 
     _check_alias(uri)
     try:
-        return mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(str(fetch_model(uri)))
     except ModelFormatError as exc:
-        raise ModelFormatError(f"{uri}: {exc}") from None
+        raise ModelFormatError(str(exc) if uri in str(exc) else f"{uri}: {exc}") from None
     except MlflowException as exc:
         raise RegistryError(f"{uri}: {_first_line(exc)}") from None
     except OSError as exc:
         raise RegistryError(f"{uri}: cannot read the model ({exc})") from None
+
+
+def fetch_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local copy of the model behind `uri`, downloaded only after its MLmodel passed
+    `check_mlmodel`; the copy's own MLmodel is checked again, since that is what gets loaded."""
+    import atexit
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    check_model_uri(uri, tracking_uri)
+    dst = Path(tempfile.mkdtemp(prefix="omnireid-model-"))
+    atexit.register(shutil.rmtree, dst, ignore_errors=True)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    )
+    _check_mlmodel_file(local / "MLmodel", uri)
+    return local
+
+
+def check_model_uri(uri: str, tracking_uri: str | None = None) -> None:
+    """Download the MLmodel file alone of `uri` and refuse a model that is not ours."""
+    import mlflow
+
+    base = uri.rstrip("/")
+    if re.fullmatch(r"models:/m-[0-9a-f]+", base):  # a logged model: `models:/ID/MLmodel` would
+        # read as version "MLmodel" of a registered model named ID
+        model_id = base.removeprefix("models:/")
+        base = mlflow.MlflowClient(tracking_uri).get_logged_model(model_id).artifact_location
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{base}/MLmodel", tracking_uri=tracking_uri
+    )
+    _check_mlmodel_file(Path(local), uri)
+
+
+def _check_mlmodel_file(path: Path, uri: str) -> None:
+    import yaml
+
+    from experiments.pyfunc import ModelFormatError, check_mlmodel
+
+    try:
+        if path.stat().st_size > MLMODEL_MAX_BYTES:
+            limit = MLMODEL_MAX_BYTES // 1024
+            raise ModelFormatError(f"{uri}: MLmodel is over {limit} KiB: not an OmniReID model")
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+        raise ModelFormatError(f"{uri}: unreadable MLmodel file ({_first_line(exc)})") from None
+    check_mlmodel(doc, uri)
 
 
 def _check_alias(uri: str) -> None:

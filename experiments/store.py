@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import random
+import sys
 import tempfile
 import time
 import urllib.error
@@ -61,6 +62,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def _quiet_mlflow() -> None:
+    """MLflow's info logs off; its download progress bars only on a terminal (piped, each
+    redraw would be one more line of output)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.models.model"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -38,6 +39,9 @@ def _assemble() -> click.Group:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes print one line on stderr and exit 2, never a traceback."""
+    # A second layer under experiments.registry.load_model's MLmodel check: MLflow itself
+    # refuses cloudpickled models in this process (a user's explicit setting wins).
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     group = _assemble()
     try:
         # Without standalone mode click returns `ctx.exit(code)`'s code instead of exiting.
