@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from reid_core.config.load import validate_tree  # noqa: E402
 from reid_core.data.synth_identity import Identity, identity  # noqa: E402
-from reid_core.evaluation.runner import ProtocolEncoder  # noqa: E402
+from reid_core.evaluation.evaluate import ProtocolEncoder  # noqa: E402
 from reid_core.modality import Modality  # noqa: E402
 from reid_core.model import build_model  # noqa: E402
 from reid_core.training.checkpoint import load_checkpoint, load_model_state  # noqa: E402

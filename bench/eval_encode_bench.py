@@ -21,7 +21,7 @@ import torch
 
 from reid_core.config import load_config
 from reid_core.data.synth import synthesize
-from reid_core.evaluation.runner import ProtocolEncoder
+from reid_core.evaluation.evaluate import ProtocolEncoder
 from reid_core.model import build_model
 from reid_core.training.setup import DataBundle
 

@@ -90,7 +90,13 @@ def run(
     import faiss
     from figures import figure
 
-    from experiments.index import HNSW_EF_SEARCH, IVF_NPROBE, build_faiss, exact_topk, faiss_topk
+    from experiments.gallery.index import (
+        HNSW_EF_SEARCH,
+        IVF_NPROBE,
+        build_faiss,
+        exact_topk,
+        faiss_topk,
+    )
 
     defaults = {"hnsw": HNSW_EF_SEARCH, "ivf": IVF_NPROBE}
     t0 = time.perf_counter()

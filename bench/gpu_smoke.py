@@ -128,7 +128,7 @@ def train_steps(cfg: Any, device: Any, steps: int, warmup: int) -> dict[str, Any
 def evaluation_pass(model: Any, cfg: Any, device: Any, identities: int) -> dict[str, Any]:
     """Synthesize a small tree at the preset's image size and score its test split once."""
     from reid_core.data.synth import synthesize
-    from reid_core.evaluation.runner import evaluate_protocol
+    from reid_core.evaluation.evaluate import evaluate_protocol
     from reid_core.training.setup import DataBundle
 
     with tempfile.TemporaryDirectory(prefix="omnireid-gpu-smoke-") as tmp:

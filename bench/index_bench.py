@@ -96,7 +96,7 @@ CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
 start = time.perf_counter()
-from reid_core.data.index import build_index
+from reid_core.data.dataset_index import build_index
 idx = build_index({root!r})
 print(time.perf_counter() - start, len(idx.captions))
 """
@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="omnireid-index-bench-"))
     os.environ["OMNIREID_CACHE"] = str(work / "cache")
-    from reid_core.data import index as index_mod
+    from reid_core.data import dataset_index as index_mod
 
     try:
         gen_s, counts = timed(lambda: generate(work / "data", args.identities, args.scale))

@@ -28,7 +28,7 @@ from figures import command, figure  # noqa: E402
 
 from reid_core.config import load_config  # noqa: E402
 from reid_core.data.splits import generate_protocol  # noqa: E402
-from reid_core.evaluation.runner import evaluate_protocol  # noqa: E402
+from reid_core.evaluation.evaluate import evaluate_protocol  # noqa: E402
 from reid_core.training.callbacks import Callback  # noqa: E402
 from reid_core.training.setup import DataBundle, build_trainer  # noqa: E402
 

@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from reid_core.data.dataset_index import ORBENCH_CAPTIONS, build_index  # noqa: E402
 from reid_core.data.evalfile import EVAL_FILE, GALLERY_KEY, set_name  # noqa: E402
-from reid_core.data.index import ORBENCH_CAPTIONS, build_index  # noqa: E402
 from reid_core.data.splits import generate_protocol  # noqa: E402
 from reid_core.modality import IMAGE_MODALITIES, Modality  # noqa: E402
 

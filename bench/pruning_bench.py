@@ -25,7 +25,7 @@ def _configs(spec, n: int, seed: int) -> list[dict]:
     """The spec's enqueued configs, then random draws from its space (the same for both)."""
     import optuna
 
-    from studies.objective import sample_params
+    from studies.trial import sample_params
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = [dict(c) for c in spec.enqueue]

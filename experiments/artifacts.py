@@ -66,7 +66,7 @@ def cmc_curves(
     max_rank: int = 20,
 ) -> dict[str, np.ndarray]:
     """Per query set, the CMC curve of `model` on `protocol` (ranks 1..max_rank)."""
-    from reid_core.evaluation.runner import ProtocolEncoder
+    from reid_core.evaluation.evaluate import ProtocolEncoder
 
     was_training = model.training
     model.eval()

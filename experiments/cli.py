@@ -1,4 +1,8 @@
-"""`reid train` and `reid eval` (tracking, `models`, `search` and `ui` join with MLflow)."""
+"""`reid train`, `reid eval`, `reid models list|promote` and `reid ui`; the gallery's commands
+(`reid index`, `reid search`, `reid serve`) are in `experiments.gallery.cli`.
+
+MLflow and torch are imported inside the command bodies, so `reid --help` stays light.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any
 
 import click
 
-from experiments.commands import tracking_options
-from reid_core.cli import config_options, load_from_options
+from experiments.cli_options import _NAME, TRACKING_URI, client_for, tracking_options
+from reid_core.cli import config_options, echo_json, load_from_options
 from reid_core.errors import ReidError
 
 _DATA = click.option(
@@ -62,8 +66,8 @@ def _train(
     experiment: str,
     model_name: str,
 ) -> None:
-    from experiments.report import print_metrics
     from experiments.run import train
+    from experiments.tables import print_metrics
     from reid_core.training.paths import RunPaths
 
     given = preset or config_file or overrides
@@ -160,8 +164,8 @@ def eval_cmd(
     model_name: str,
 ) -> None:
     """Score a checkpoint, or the untrained model of --preset, on the val or test split."""
-    from experiments.report import print_metrics
     from experiments.run import evaluate
+    from experiments.tables import print_metrics
     from reid_core.config import validate_tree, with_overrides
     from reid_core.training.checkpoint import load_checkpoint
 
@@ -209,12 +213,113 @@ def eval_cmd(
         click.echo(f"mlflow run {run_id} in {store.uri}")
 
 
+# --------------------------------------------------------------------------------------- models
+@click.group("models")
+def models_group() -> None:
+    """Registered model versions and their promotion to an alias (champion)."""
+
+
+@models_group.command("list")
+@_NAME
+@TRACKING_URI
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_list(model_name: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Versions with aliases, test score, run, dataset digest and protocol."""
+    from experiments.registry import list_versions
+
+    versions = list_versions(client_for(tracking_uri), model_name)
+    if as_json:
+        echo_json([v.as_dict() for v in versions])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model_name}: {len(versions)} version(s)")
+    for col in ("version", "aliases", "test.score", "run", "dataset", "protocol", "created"):
+        table.add_column(col, justify="right" if col in ("version", "test.score") else "left")
+    for v in versions:
+        score = "-" if v.score is None else f"{v.score:.4f}"
+        table.add_row(
+            v.version,
+            ",".join(v.aliases),
+            score,
+            v.run_id or "-",
+            v.digest[:12],
+            v.protocol,
+            v.created,
+        )
+    Console(width=140).print(table)
+
+
+@models_group.command("promote")
+@_NAME
+@TRACKING_URI
+@click.option("--run", "run_id", default=None, help="Candidate: the version this run registered.")
+@click.option("--version", default=None, help="Candidate version (default: the newest).")
+@click.option("--alias", default="champion", show_default=True)
+@click.option(
+    "--min-delta",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="The candidate's test.score must beat the holder's by at least this much.",
+)
+@click.option("--force", is_flag=True, help="Promote even when it does not win.")
+def models_promote(
+    model_name: str,
+    tracking_uri: str | None,
+    run_id: str | None,
+    version: str | None,
+    alias: str,
+    min_delta: float,
+    force: bool,
+) -> None:
+    """Promote a version to ALIAS when its test score on the same data beats the holder's.
+
+    Exits 1, explaining why, when it does not; the decision is kept in version tags.
+    """
+    from experiments.registry import promote
+    from reid_core.errors import ReidError
+
+    if run_id and version:
+        raise ReidError("give --run or --version, not both")
+    d = promote(
+        client_for(tracking_uri),
+        model_name,
+        alias=alias,
+        version=version,
+        run_id=run_id,
+        min_delta=min_delta,
+        force=force,
+    )
+    before = f"version {d.holder.version}" if d.holder else "nobody"
+    click.echo(
+        f"promoted {model_name} version {d.candidate.version} to {alias!r} "
+        f"(was {before}): {d.reason}"
+    )
+
+
+# ------------------------------------------------------------------------------------------- ui
+@click.command("ui")
+@TRACKING_URI
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; another than loopback only when given explicitly.",
+)
+@click.option("--port", default=5000, show_default=True, type=int)
+def ui_cmd(tracking_uri: str | None, host: str, port: int) -> None:
+    """The MLflow UI over this project's store (runs, metrics, models)."""
+    from experiments.ui import run_ui
+
+    click.get_current_context().exit(run_ui(tracking_uri, host, port))
+
+
 def register(root: click.Group) -> None:
     """Add this layer's commands to the `reid` entry point."""
-    from experiments.commands import register_commands
-    from experiments.serve_cli import register_commands as register_serving
+    from experiments.gallery.cli import register as register_gallery
 
-    root.add_command(train_cmd)
-    root.add_command(eval_cmd)
-    register_commands(root)
-    register_serving(root)  # reid index, reid serve
+    for command in (train_cmd, eval_cmd, models_group, ui_cmd):
+        root.add_command(command)
+    register_gallery(root)  # reid index, reid search, reid serve

@@ -160,6 +160,10 @@ class OmniReIDPyfunc:
         self._transforms: dict[Any, Any] = {}
         self._digest: str | None = None
 
+    def get_raw_model(self) -> OmniReIDPyfunc:
+        """Itself: what MLflow's `PyFuncModel.get_raw_model()` hands out for this model."""
+        return self
+
     def weights_digest(self) -> str:
         """sha256 of the weights file and the config: equal digests embed identically."""
         if self._digest is None:
@@ -194,7 +198,7 @@ class OmniReIDPyfunc:
         """Query ids in first-appearance order and their `[Q, D]` float32 numpy features."""
         import torch
 
-        from reid_core.evaluation.runner import ProtocolEncoder
+        from reid_core.evaluation.evaluate import ProtocolEncoder
 
         rows = parse_rows(frame)
         queries: dict[str | int, dict[Any, _Row]] = {}

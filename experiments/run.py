@@ -173,7 +173,7 @@ def evaluate(
     Returns the result; with `with_embeddings`, `(result, embeddings, protocol, data root)`, the
     embeddings being what the evaluation ranked (for rank lists, without encoding again).
     """
-    from reid_core.evaluation.runner import evaluate_protocol
+    from reid_core.evaluation.evaluate import evaluate_protocol
     from reid_core.model import build_model
     from reid_core.training.checkpoint import load_checkpoint, load_model_state
     from reid_core.training.engine import resolve_device

@@ -170,7 +170,7 @@ class MlflowTracker(Callback):
         t0 = time.perf_counter()
         from reid_core.config import config_hash, flatten, to_yaml, validate_tree
         from reid_core.config.load import file_dict
-        from reid_core.data.index import build_index
+        from reid_core.data.dataset_index import build_index
 
         if self.cfg is None:  # a resumed run: experiments.run wrote the resolved config
             self.cfg = validate_tree(file_dict(self.paths.config), "run config")
@@ -209,7 +209,7 @@ class MlflowTracker(Callback):
     def on_evaluate(self, trainer: Any, epoch: int, split: str, metrics: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         from experiments.artifacts import metric_table_csv
-        from reid_core.evaluation.runner import flat_metrics
+        from reid_core.evaluation.evaluate import flat_metrics
 
         log_metrics(self.client, self.run_id, flat_metrics(metrics), epoch)
         name = "test" if split == "test" else f"{split}_epoch{epoch + 1:03d}"
@@ -390,8 +390,8 @@ def log_evaluation(
     """`reid eval` as its own MLflow run: config params, tags, metrics, table and bar plot."""
     from experiments.artifacts import metric_table_csv, plot_map_bars
     from reid_core.config import config_hash, flatten, to_yaml
-    from reid_core.data.index import build_index
-    from reid_core.evaluation.runner import flat_metrics
+    from reid_core.data.dataset_index import build_index
+    from reid_core.evaluation.evaluate import flat_metrics
 
     tags = {
         "kind": "eval",

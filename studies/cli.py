@@ -1,14 +1,229 @@
-"""The `reid` entry point: assembles every layer's commands and turns user errors into one line."""
+"""The `reid` entry point: assembles every layer's commands and turns user errors into one line;
+and `reid study ...`: create, run, join, watch, pick the best of and look at Optuna studies.
+
+Optuna, torch and MLflow are imported inside the command bodies, so `reid --help` stays light.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from experiments.cli_options import TRACKING_URI
 from reid_core import __version__
 from reid_core.errors import ReidError
+
+_STORAGE = click.option(
+    "--storage",
+    default=None,
+    metavar="URL",
+    help="Optuna storage: sqlite:///FILE or postgresql://USER@HOST/DB "
+    "(default: the spec's storage.url, else sqlite:///studies.db).",
+)
+_DATA = click.option(
+    "--data",
+    "data_root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Dataset root (default: the spec's `data`, or the study's).",
+)
+_CHECKPOINTS = click.option(
+    "--checkpoints",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Trial run folders, readable by every worker (default: runs/studies).",
+)
+
+
+@click.group("study")
+def study_group() -> None:
+    """Optuna studies: sample configs, train them as nested MLflow runs, prune, retry.
+
+    \b
+      reid study specs                         # shipped specs
+      reid study run demo --data demo/data     # create or resume, run 2 local workers
+      reid study status demo                   # trials per state, best, running
+      reid study best demo --promote           # register the best trial, gated promotion
+    Many machines: `reid study create SPEC --storage postgresql://...` once, then
+    `reid study worker NAME --storage postgresql://...` on each (docs/STUDIES.md).
+    """
+
+
+@study_group.command("specs")
+def specs_cmd() -> None:
+    """List the shipped study specs (use a name or a path to your own YAML)."""
+    from studies.spec import shipped_specs
+
+    for name, description in shipped_specs().items():
+        click.echo(f"{name:<16} {description}")
+
+
+def _setup(spec_arg: str, storage: str | None, data_root: Path | None, tracking_uri, ckpts):
+    from studies.spec import load_spec
+    from studies.storage import resolve_url
+    from studies.study import Placement
+
+    spec = load_spec(spec_arg)
+    url = resolve_url(storage, spec.storage.url)
+    return spec, Placement(url, data_root, tracking_uri, ckpts)
+
+
+@study_group.command("create")
+@click.argument("spec")
+@_DATA
+@_STORAGE
+@TRACKING_URI
+@_CHECKPOINTS
+def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None:
+    """Create the study SPEC (a shipped name or a YAML path) and its MLflow parent run."""
+    from studies.storage import redact
+    from studies.study import create
+
+    loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
+    study = create(loaded, place)
+    click.echo(
+        f"study {loaded.name} in {redact(place.storage)}: {len(study.trials)} trial(s) queued; "
+        f"parent run {study.user_attrs['mlflow_parent_run_id']}"
+    )
+    click.echo(f"join with: reid study worker {loaded.name} --storage {redact(place.storage)}")
+
+
+@study_group.command("run")
+@click.argument("spec")
+@_DATA
+@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--gpus", default=None, metavar="0,1,..", help="One worker per listed GPU (overrides -w)."
+)
+@_STORAGE
+@TRACKING_URI
+@_CHECKPOINTS
+def run_cmd(
+    spec: str, data_root, workers: int, gpus: str | None, storage, tracking_uri, checkpoints
+):
+    """Create or resume study SPEC and run local workers until its budget is met.
+
+    Each worker is a process (torch threads = cores / workers) writing its log under
+    CHECKPOINTS/NAME/logs/. Ctrl-C stops cleanly: running trials are marked failed
+    (interrupted), and the same command continues to the budget.
+    """
+    from studies.coordinator import run_study
+
+    loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
+    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+    code = run_study(loaded, place, workers=workers, gpus=gpu_list)
+    click.get_current_context().exit(code)
+
+
+@study_group.command("worker")
+@click.argument("name")
+@click.option("--storage", required=True, metavar="URL", help="The study's Optuna storage.")
+@_DATA
+@TRACKING_URI
+@_CHECKPOINTS
+@click.option("--index", default=None, type=int, help="Worker number (seeds its sampler).")
+def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, index) -> None:
+    """Join study NAME and work until its budget is met (what a second machine runs)."""
+    from experiments.tracking import sigterm_as_interrupt
+    from studies.workers import WorkerArgs, work
+
+    args = WorkerArgs(
+        study=name,
+        storage=storage,
+        data_root=str(data_root) if data_root else None,
+        tracking_uri=tracking_uri,
+        checkpoints=str(checkpoints) if checkpoints else None,
+        index=os.getpid() % 10_000 if index is None else index,
+        gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
+    )
+    with sigterm_as_interrupt():
+        work(args)
+    click.echo(f"worker done: study {name}")
+
+
+def _load(name: str, storage: str | None) -> tuple[Any, Any, str]:
+    from studies.storage import resolve_url
+    from studies.study import load
+
+    url = resolve_url(storage)
+    study, spec, _ = load(name, url)
+    return study, spec, url
+
+
+@study_group.command("status")
+@click.argument("name")
+@_STORAGE
+@click.option("--json", "as_json", is_flag=True, help="Exactly one JSON object on stdout.")
+def status_cmd(name: str, storage: str | None, as_json: bool) -> None:
+    """Trials per state, the best trial, and running trials with their epoch and age."""
+    from reid_core.cli import echo_json
+    from studies.report import status
+
+    study, spec, _ = _load(name, storage)
+    st = status(study, spec)
+    if as_json:
+        echo_json(st)
+        return
+    from studies.live import print_status
+
+    print_status(study, spec, st)
+
+
+@study_group.command("best")
+@click.argument("name")
+@_STORAGE
+@TRACKING_URI
+@click.option("--promote", is_flag=True, help="Register its model and try @champion.")
+@click.option("--min-delta", type=float, default=0.0, show_default=True)
+@click.option("--model-name", default="omnireid", show_default=True)
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="metrics.json of an untrained baseline (reid eval --out) to compare with.",
+)
+def best_cmd(name, storage, tracking_uri, promote, min_delta, model_name, baseline) -> None:
+    """The best trial (by val): its value, params, test score and per-set table.
+
+    `--promote` registers the trial's model and moves @champion when its test score beats
+    the holder's by at least --min-delta (exits 1, explaining, when it does not).
+    """
+    from studies.live import print_best
+
+    study, spec, _ = _load(name, storage)
+    print_best(study, spec, baseline)
+    if promote:
+        from studies.promote import promote_best
+
+        click.echo(promote_best(study, spec, tracking_uri, model_name, min_delta))
+
+
+@study_group.command("dashboard")
+@_STORAGE
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback unless asked.")
+@click.option("--port", default=8080, show_default=True, type=int)
+def dashboard_cmd(storage: str | None, host: str, port: int) -> None:
+    """optuna-dashboard over the study storage (Ctrl-C stops it)."""
+    from studies.storage import check_reachable, engine_url, redact, resolve_url
+
+    url = resolve_url(storage)
+    check_reachable(url)
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise ReidError(
+            "optuna-dashboard is not installed (pip install optuna-dashboard)"
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"optuna-dashboard for {redact(url)} at http://{shown}:{port}  (Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        run_server(engine_url(url), host=host, port=port)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,11 +244,10 @@ def cli() -> None:
 def _assemble() -> click.Group:
     from experiments import cli as experiments_cli
     from reid_core import cli as core_cli
-    from studies import commands as study_commands
 
     core_cli.register(cli)
     experiments_cli.register(cli)
-    study_commands.register(cli)
+    cli.add_command(study_group)
     return cli
 
 

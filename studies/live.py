@@ -138,7 +138,7 @@ def print_best(study: Any, spec: StudySpec, baseline: Path | None) -> None:
     click.echo(f"mlflow run: {s['mlflow_run_id']}")
     metrics = Path(best.user_attrs.get("run_dir", "")) / "metrics.json"
     if metrics.is_file():
-        from experiments.report import print_metrics
+        from experiments.tables import print_metrics
 
         print_metrics(json.loads(metrics.read_text(encoding="utf-8")), title="best trial, test")
     if baseline is not None:

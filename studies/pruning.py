@@ -31,7 +31,7 @@ class PruningCallback(Callback):
     def on_evaluate(self, trainer: Any, epoch: int, split: str, metrics: dict[str, Any]) -> None:
         if split != self.metric.split("/")[0]:
             return
-        from reid_core.evaluation.runner import flat_metrics
+        from reid_core.evaluation.evaluate import flat_metrics
 
         flat = flat_metrics(metrics)
         self.history.append((epoch, flat))

@@ -225,7 +225,7 @@ def _check_same(spec: StudySpec, stored: dict[str, Any]) -> None:
 def check_data(spec: StudySpec, data_root: Path) -> None:
     """Fail before any trial: the base config must be valid, the data readable, and the
     objective's query set one the val protocol has."""
-    from studies.objective import build_config
+    from studies.trial import build_config
 
     cfg = build_config(spec, {})
     from reid_core.training.setup import DataBundle
@@ -264,7 +264,7 @@ def _parent_run(store: Any, spec: StudySpec, storage_url: str) -> str:
 
 
 def _base_config(spec: StudySpec) -> Any:
-    from studies.objective import build_config
+    from studies.trial import build_config
 
     return build_config(spec, {})
 

@@ -74,7 +74,7 @@ def _redirect(path: Path) -> None:
 
 def _context(args: WorkerArgs, spec: Any, study: Any) -> Any:
     from experiments.store import open_store
-    from studies.objective import StudyContext
+    from studies.trial import StudyContext
 
     attrs = study.user_attrs
     store = open_store(args.tracking_uri or attrs.get("tracking_uri"), attrs.get("experiment"))
@@ -137,7 +137,7 @@ def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]
 def _run(ctx: Any, study: Any, storage: Any, trial: Any) -> None:
     from optuna.trial import TrialState
 
-    from studies.objective import run_trial
+    from studies.trial import run_trial
 
     trials = retry_db(study.get_trials, deepcopy=False)
     frozen = next(t for t in trials if t.number == trial.number)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reid_core.data.dataset_index import DatasetIndex, build_index
 from reid_core.data.evalfile import set_name
-from reid_core.data.index import DatasetIndex, build_index
 from reid_core.errors import DataError
 from reid_core.modality import IMAGE_MODALITIES, QUERY_MODALITIES, Modality
 from reid_core.progress import track

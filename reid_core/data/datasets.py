@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 
 from reid_core.config.schema import DataConfig
 from reid_core.data.batch import ModalBatch
+from reid_core.data.dataset_index import DatasetIndex
 from reid_core.data.dropout import modality_dropout, seeded_rng
-from reid_core.data.index import DatasetIndex
 from reid_core.data.transforms import build_transform, load_image
 from reid_core.errors import DataError
 from reid_core.modality import ALL_MODALITIES, Modality, canonical

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Literal
 
-from reid_core.data.index import DatasetIndex
+from reid_core.data.dataset_index import DatasetIndex
 from reid_core.data.protocol import Protocol, Query, QueryItem, QuerySet
 from reid_core.errors import DataError
 from reid_core.modality import QUERY_MODALITIES, Modality, set_key

@@ -12,12 +12,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from reid_core.config.schema import OptimConfig, ReidConfig
+from reid_core.data.dataset_index import DatasetIndex, build_index
 from reid_core.data.datasets import TrainDataset, collate
-from reid_core.data.index import DatasetIndex, build_index
 from reid_core.data.protocol import Protocol
 from reid_core.data.sampler import PKBatchSampler
 from reid_core.data.splits import Splits, make_splits, resolve_protocol, trainval_protocol
-from reid_core.evaluation.runner import EvalEmbeddings, evaluate_protocol
+from reid_core.evaluation.evaluate import EvalEmbeddings, evaluate_protocol
 from reid_core.losses import ReidObjective
 from reid_core.model import OmniReID, build_model
 from reid_core.training.callbacks import Callback

@@ -17,7 +17,7 @@ import pytest
 
 from reid_core.config import load_config
 from reid_core.data.check import check_dataset
-from reid_core.data.index import build_index
+from reid_core.data.dataset_index import build_index
 from reid_core.data.splits import make_splits
 from reid_core.errors import ConfigError, DataError
 from studies.cli import main

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from reid_core.config.schema import AugmentConfig, DataConfig, ModalityDropoutConfig
 from reid_core.data.batch import ModalBatch
+from reid_core.data.dataset_index import DatasetIndex
 from reid_core.data.datasets import ImageListDataset, TrainDataset, collate
-from reid_core.data.index import DatasetIndex
 from reid_core.data.sampler import PKBatchSampler
 from reid_core.errors import DataError
 from reid_core.modality import ALL_MODALITIES, Modality

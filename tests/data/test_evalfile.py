@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reid_core.data.dataset_index import build_index
 from reid_core.data.evalfile import (
     is_image_name,
     protocol_from_json,
@@ -14,7 +15,6 @@ from reid_core.data.evalfile import (
     safe_relpath,
     set_name,
 )
-from reid_core.data.index import build_index
 from reid_core.errors import DataError
 from reid_core.modality import Modality
 

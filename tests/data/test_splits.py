@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reid_core.config import DataConfig, EvalConfig
-from reid_core.data.index import build_index
+from reid_core.data.dataset_index import build_index
 from reid_core.data.splits import (
     generate_protocol,
     make_splits,

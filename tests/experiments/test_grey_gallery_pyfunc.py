@@ -9,7 +9,7 @@ from PIL import Image
 
 from experiments.pyfunc import OmniReIDPyfunc, save_model_data
 from reid_core.config import load_config
-from reid_core.evaluation.runner import ProtocolEncoder
+from reid_core.evaluation.evaluate import ProtocolEncoder
 from reid_core.modality import Modality
 from reid_core.model import build_model
 

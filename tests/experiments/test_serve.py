@@ -27,9 +27,9 @@ def served(tracked, tmp_path_factory):
     import mlflow
     from fastapi.testclient import TestClient
 
-    from experiments.index import open_index
+    from experiments.gallery.index import open_index
+    from experiments.gallery.serve import create_app
     from experiments.registry import load_model
-    from experiments.serve import create_app
     from studies.cli import main
 
     mlflow.set_tracking_uri(tracked.uri)

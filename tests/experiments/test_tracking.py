@@ -46,7 +46,7 @@ def test_params_are_the_dotted_config(tracked):
 
 
 def test_tags_describe_code_data_and_device(tracked):
-    from reid_core.data.index import build_index
+    from reid_core.data.dataset_index import build_index
 
     tags = _run(tracked).data.tags
     assert tags["dataset.digest"] == build_index(tracked.root).digest
@@ -307,7 +307,7 @@ def test_eval_is_tracked_as_its_own_run(tracked, capsys, monkeypatch):
 def test_data_root_is_the_runs_dataset_input(tracked):
     import mlflow
 
-    from reid_core.data.index import build_index
+    from reid_core.data.dataset_index import build_index
 
     run = mlflow.MlflowClient(tracked.uri).get_run(tracked.run_id)
     (logged,) = run.inputs.dataset_inputs

@@ -1,5 +1,6 @@
 """Random and mutated caption files, evaluation files and image bytes through the real loaders
-(`reid_core.data.index.build_index`, which parses both JSON files, and the image decode path)."""
+(`reid_core.data.dataset_index.build_index`, which parses both JSON files, and the image decode
+path)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from reid_core.config import load_config
+from reid_core.data.dataset_index import DatasetIndex, build_index, clear_index_memo
 from reid_core.data.datasets import ImageListDataset
-from reid_core.data.index import DatasetIndex, build_index, clear_index_memo
 from reid_core.errors import DataError
 from reid_core.modality import Modality
 from tests.fuzz.conftest import FUZZ, JSON_VALUES, accepted_or_one_line, count, mutate

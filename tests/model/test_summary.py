@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from reid_core.model_cli import model_group
+from reid_core.cli import model_group
 
 
 def test_summary_json_micro():

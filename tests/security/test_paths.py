@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from reid_core.data.index import build_index
+from reid_core.data.dataset_index import build_index
 from reid_core.errors import DataError
 from reid_core.modality import Modality
 

@@ -35,7 +35,7 @@ def test_the_issue_example_loads_as_written(tmp_path):
 
 
 def test_shipped_specs_load_and_enqueue_their_base():
-    from studies.objective import build_config
+    from studies.trial import build_config
 
     names = shipped_specs()
     assert {"demo", "orbench-lora"} <= set(names)
@@ -93,7 +93,7 @@ def test_conditional_parameter_needs_an_earlier_parent():
 
     import optuna
 
-    from studies.objective import sample_params
+    from studies.trial import sample_params
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = []

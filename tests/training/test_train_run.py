@@ -124,7 +124,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(
 
 
 def test_eval_counts_each_item_once(synth_root, monkeypatch):
-    from reid_core.evaluation import runner
+    from reid_core.evaluation import evaluate as runner
 
     seen = {}
     real = runner.ProtocolEncoder.encode_items
@@ -136,7 +136,7 @@ def test_eval_counts_each_item_once(synth_root, monkeypatch):
 
     monkeypatch.setattr(runner.ProtocolEncoder, "encode_items", counting)
     result = evaluate(_cfg(), synth_root, checkpoint=None, split="val", out=None)
-    from reid_core.data.index import build_index
+    from reid_core.data.dataset_index import build_index
     from reid_core.data.splits import make_splits, resolve_protocol
 
     cfg = _cfg()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from experiments.index import (
+from experiments.gallery.index import (
     GalleryIndexError,
     build_faiss,
     build_index,
@@ -85,7 +85,7 @@ def test_interrupted_build_resumes_where_it_stopped(gallery, tmp_path):
 
 
 def test_another_model_is_refused(gallery, tmp_path):
-    from experiments.index import model_identity
+    from experiments.gallery.index import model_identity
 
     out = tmp_path / "idx"
     index, _ = build_index(FakeModel(), "models:/omnireid/1", gallery, out, 8, False)

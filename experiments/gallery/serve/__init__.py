@@ -1,5 +1,5 @@
 """The search service (FastAPI): `create_app(model, index)`; `reid serve` runs it with uvicorn."""
 
-from experiments.serve.app import create_app
+from experiments.gallery.serve.app import create_app
 
 __all__ = ["create_app"]

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from reid_core.errors import ReidError
+from reid_core.errors import DataError, ReidError
 from reid_core.fileio import atomic_path
+from reid_core.modality import IMAGE_SUFFIXES
 
 FORMAT_VERSION = 1
 KINDS = ("exact", "hnsw", "ivf")
@@ -43,17 +44,51 @@ class GalleryIndexError(ReidError):
     """An index that is missing, unfinished, of another format, or made by another model."""
 
 
+# ---------------------------------------------------------------------------- gallery files
+def gallery_folder(gallery: Path) -> Path:
+    """The folder whose RGB images are the gallery: a dataset ROOT's `vis/`, else `gallery`."""
+    gallery = Path(gallery)
+    if not gallery.is_dir():
+        raise DataError(f"--gallery {gallery}: not a folder")
+    return gallery / "vis" if (gallery / "vis").is_dir() else gallery
+
+
+def gallery_files(gallery: Path) -> list[Path]:
+    """RGB images under `gallery_folder(gallery)`, sorted."""
+    base = gallery_folder(gallery)
+    files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"--gallery {gallery}: no images")
+    return files
+
+
+def path_identity(path: Path) -> int | None:
+    """The identity of a gallery image: its 4-digit parent folder, else None."""
+    name = path.parent.name
+    return int(name) if name.isascii() and name.isdigit() else None
+
+
+def features(out: Any) -> np.ndarray:
+    """The `[N, D]` float32 `bn_features` of a pyfunc `predict` answer."""
+    return np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in out["bn_features"]]))
+
+
 # ---------------------------------------------------------------------------- model identity
+def weights_digest(model: Any, uri: str) -> str:
+    """The digest of a loaded OmniReID pyfunc's weights and config: equal digests embed alike."""
+    impl = model.get_raw_model() if hasattr(model, "get_raw_model") else model
+    if not hasattr(impl, "weights_digest"):
+        raise ReidError(f"{uri}: not an OmniReID pyfunc model (no weights digest)")
+    return str(impl.weights_digest())
+
+
 def model_identity(model: Any, uri: str) -> dict[str, Any]:
     """Who embeds: the registered name/version (or run id) behind `uri` and a digest of the
     weights and config, which alone decides whether two models embed alike."""
-    impl = getattr(model, "_model_impl", model)  # a PyFuncModel wraps our OmniReIDPyfunc
-    if not hasattr(impl, "weights_digest"):
-        raise ReidError(f"{uri}: not an OmniReID pyfunc model (no weights digest)")
     meta = getattr(model, "metadata", None)
     out: dict[str, Any] = {
         "uri": uri,
-        "weights_digest": impl.weights_digest(),
+        "weights_digest": weights_digest(model, uri),
         "run_id": getattr(meta, "run_id", None),
         "name": None,
         "version": None,
@@ -199,11 +234,8 @@ def build_index(
     """Embed every RGB image under `gallery` into the index folder `out`; continues an
     interrupted build of the same model and gallery. Returns the index and what happened
     (`built`, `resumed at row N`, `up to date`)."""
-    from experiments.search import _identity, gallery_files
-
-    gallery = Path(gallery).resolve()
-    files = gallery_files(gallery)
-    base = gallery / "vis" if (gallery / "vis").is_dir() else gallery
+    files = gallery_files(Path(gallery).resolve())
+    base = gallery_folder(Path(gallery).resolve())
     rel = [p.relative_to(base).as_posix() for p in files]
     identity = model_identity(model, uri)
     meta = {
@@ -222,7 +254,7 @@ def build_index(
     out.mkdir(parents=True, exist_ok=True)
     if state == "new":
         _write_json(out / "paths.json", rel)
-        ids = np.array([_identity(p) if _identity(p) is not None else -1 for p in files])
+        ids = np.array([-1 if (i := path_identity(p)) is None else i for p in files])
         with atomic_path(out / "identities.npy") as tmp:
             np.save(tmp, ids.astype(np.int64))
         _write_json(out / "index.json", meta)
@@ -275,7 +307,6 @@ def _embed_chunks(
 ) -> None:
     import pandas as pd
 
-    from experiments.search import _features
     from reid_core.progress import track
 
     chunks.mkdir(parents=True, exist_ok=True)
@@ -286,7 +317,7 @@ def _embed_chunks(
         frame = pd.DataFrame(
             {"query_id": list(range(len(part))), "modality": "vis", "path": [str(p) for p in part]}
         )
-        feats = _features(model.predict(frame))
+        feats = features(model.predict(frame))
         with atomic_path(_chunk_path(chunks, i)) as tmp:
             np.save(tmp, feats.astype(np.float32))
 

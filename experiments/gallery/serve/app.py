@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from experiments.serve.page import PAGE
+from experiments.gallery.serve.page import PAGE
 from reid_core.errors import ReidError
 
 IMAGE_FIELDS = ("nir", "sk", "cp")
@@ -70,8 +70,8 @@ def _read_image(name: str, upload: UploadFile | None, max_bytes: int) -> bytes |
 
 def create_app(model: Any, index: Any, kind: str = "exact", max_bytes: int = 8 << 20) -> FastAPI:
     """The service over a loaded pyfunc `model` and the gallery index it built."""
-    from experiments.index import describe
-    from experiments.search import embed_rows, rank_index
+    from experiments.gallery.index import describe
+    from experiments.gallery.search import embed_rows, rank_index
 
     app = FastAPI(
         title="OmniReID search",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reid_core.data import index as index_mod
-from reid_core.data.index import build_index, cache_dir, clear_index_memo
+from reid_core.data import dataset_index as index_mod
+from reid_core.data.dataset_index import build_index, cache_dir, clear_index_memo
 from reid_core.modality import Modality
 from tests.data.conftest import EVAL_SETS, image_bytes
 
