@@ -84,7 +84,7 @@ def train_steps(cfg: Any, device: Any, steps: int, warmup: int) -> dict[str, Any
     torch.manual_seed(0)
     model = build_model(cfg, num_classes, load_pretrained=False).to(device).train()
     optimizer, _ = build_optimizer(model, cfg.optim)
-    objective = ReidObjective(cfg.loss, cfg.data.gallery_modality)
+    objective = ReidObjective.from_config(cfg)
     batch = synthetic_batch(model, cfg, num_classes, device)
 
     def step() -> float:

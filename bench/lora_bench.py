@@ -2,7 +2,7 @@
 
 One step = forward of a P x K batch with every modality present (4 image modalities + text), CE on
 the logits, backward, AdamW step. For each size and backbone setting the LoRA model and the same
-model with the adapters removed (`model.mer.enabled=false`) are stepped alternately (interleaved,
+model with the adapters removed (`model.lora.targets=[]`) are stepped alternately (interleaved,
 order flipped every repetition) and the medians compared; MFU = counted FLOPs of the step / median
 step time / peak, where peak is the best of 5 runs of a 4096^3 fp32 matmul in this process.
 
@@ -28,7 +28,7 @@ from reid_core.model.summary import count_flops, dummy_inputs, full_mask
 
 SIZES = {  # preset and overrides: ViT-B/16 at 256x128 with batch 8 (P=2 x K=4)
     "cpu-tiny": ("cpu-tiny", []),
-    "vit-b16": ("vit-b16", ["data.p=2", "data.k=4", "data.batch_size=8"]),
+    "vit-b16": ("vit-b16", ["data.p=2", "data.k=4"]),
 }
 TARGETS = {("cpu-tiny", False): 1.10, ("vit-b16", False): 1.10, ("vit-b16", True): 1.20}
 
@@ -37,7 +37,7 @@ TARGETS = {("cpu-tiny", False): 1.10, ("vit-b16", False): 1.10, ("vit-b16", True
 class Case:
     size: str
     freeze: bool
-    mode: str  # model.mer.mode of the LoRA model
+    mode: str  # the adapters' form: auto (the backbone's choice), merged or side
 
     @property
     def label(self) -> str:
@@ -48,11 +48,16 @@ def _model(
     size: str, freeze: bool, mode: str, lora: bool
 ) -> tuple[OmniReID, torch.optim.Optimizer]:
     preset, overrides = SIZES[size]
-    extra = [f"model.backbone.freeze={str(freeze).lower()}", f"model.mer.mode={mode}"]
-    cfg = load_config(preset=preset, overrides=[*overrides, *extra, f"model.mer.enabled={lora}"])
+    extra = [f"model.backbone.freeze={str(freeze).lower()}"]
+    if not lora:
+        extra.append("model.lora.targets=[]")
+    cfg = load_config(preset=preset, overrides=[*overrides, *extra])
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=100, load_pretrained=False).train()
-    lr = cfg.optim.lr.model_dump()
+    if mode != "auto":  # the form the backbone would not pick: set on every block
+        for block in model.backbone.blocks:
+            block.mode = mode
+    lr = {**cfg.optim.lr.model_dump(), "text": cfg.optim.lr.backbone}
     groups = [{"params": ps, "lr": lr[g]} for g, ps in model.param_groups().items() if ps]
     # fused: one kernel per tensor; the default CPU AdamW loops ~10 ops over each of the 576 small
     # adapter tensors of ViT-B/16 (the engine should pass fused=True on CPU too)
@@ -158,7 +163,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3, help="measured steps per model (ViT-B/16)")
     ap.add_argument("--tiny-reps", type=int, default=15, help="measured steps per model (cpu-tiny)")
-    ap.add_argument("--modes", default="auto", help="comma list of model.mer.mode to compare")
+    ap.add_argument("--modes", default="auto", help="comma list of auto, merged, side")
     ap.add_argument("--linear", action="store_true", help="only compare the forms per linear")
     args = ap.parse_args()
     if args.linear:

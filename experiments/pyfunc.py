@@ -23,7 +23,7 @@ import pandas as pd
 
 from reid_core.errors import DataError, ReidError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config keys model.lora and model.fusion, module `separation`
 LOADER_MODULE = "experiments.pyfunc"
 FORMAT_FILE = "omnireid.json"
 WEIGHTS_FILE = "weights.safetensors"

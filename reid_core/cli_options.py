@@ -36,7 +36,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "overrides",
         multiple=True,
         metavar="KEY=VALUE",
-        help="Override a dotted key, e.g. --set model.mer.rank=8 (repeatable).",
+        help="Override a dotted key, e.g. --set model.lora.rank=8 (repeatable).",
     )
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -7,7 +7,6 @@ trial is checked at load time, and each problem is one line naming the key and t
 
 from __future__ import annotations
 
-import difflib
 import math
 from importlib import resources
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reid_core.errors import ReidError
+from reid_core.errors import ConfigError, ReidError
 
 SPLITS = ("val", "trainval")
 SET_METRICS = ("mAP", "mAP100", "mINP", "R1", "R5", "R10")
@@ -221,16 +220,14 @@ class StudySpec(_Section):
 
 # ------------------------------------------------------------------------------ checking
 def _check_spec(spec: StudySpec) -> None:
-    from reid_core.config.load import _known_keys
-    from reid_core.config.schema import ReidConfig
+    from reid_core.config.load import check_key
 
-    known = _known_keys(ReidConfig)
     for section, keys in (("space", spec.space), ("base.overrides", spec.base.overrides)):
         for key in keys:
-            if key not in known:
-                near = difflib.get_close_matches(key, known, n=1)
-                hint = f" (did you mean {near[0]}?)" if near else ""
-                raise SpecError(f"{section}: unknown config key {key!r}{hint}")
+            try:
+                check_key(key)
+            except ConfigError as exc:
+                raise SpecError(f"{section}: {exc}") from None
     _check_conditions(spec)
     for i, config in enumerate(spec.enqueue):
         _check_enqueued(spec, i, config)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from reid_core.config.retired import find_retired, retired
 from reid_core.config.schema import ReidConfig
 from reid_core.errors import ConfigError
 
@@ -108,7 +109,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _check_key(key: str) -> None:
+def check_key(key: str) -> None:
+    """A ConfigError unless `key` (dotted) is a config key: a retired key says what replaced
+    it, an unknown one the nearest known key."""
+    reason = retired(key)
+    if reason is not None:
+        raise ConfigError(f"config key {key!r}: {reason}")
     known = _known_keys(ReidConfig)
     if key not in known:
         near = difflib.get_close_matches(key, known, n=1)
@@ -163,6 +169,9 @@ def _format_error(exc: ValidationError, tree: Mapping[str, Any]) -> str:
 
 def validate_tree(tree: Mapping[str, Any], source: str = "config") -> ReidConfig:
     """Validate a whole raw tree once; errors become one-line ConfigErrors."""
+    found = find_retired(tree)
+    if found is not None:
+        raise ConfigError(f"{source}: config key {found[0]!r}: {found[1]}")
     try:
         return ReidConfig.model_validate(dict(tree))
     except ValidationError as exc:
@@ -182,7 +191,7 @@ def load_config(
         source = str(config_file)
     items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
     for key, value in items:
-        _check_key(key)
+        check_key(key)
         tree = set_dotted(tree, key, value)
     return validate_tree(tree, source)
 
@@ -191,7 +200,7 @@ def with_overrides(cfg: ReidConfig, overrides: Mapping[str, Any]) -> ReidConfig:
     """A new config with dotted overrides applied and the whole tree validated again."""
     tree = to_dict(cfg)
     for key, value in overrides.items():
-        _check_key(key)
+        check_key(key)
         tree = set_dotted(tree, key, value)
     return validate_tree(tree)
 
@@ -206,7 +215,7 @@ def to_yaml(cfg: ReidConfig) -> str:
 
 
 def flatten(cfg: ReidConfig | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted-key view of the tree: `{"model.mer.rank": 4, ...}`; lists stay values."""
+    """Dotted-key view of the tree: `{"model.lora.rank": 4, ...}`; lists stay values."""
     tree = to_dict(cfg) if isinstance(cfg, ReidConfig) else cfg
     out: dict[str, Any] = {}
     for key, value in tree.items():

@@ -1,6 +1,7 @@
 """The config tree: one frozen pydantic section per builder (`data`, `model`, `loss`, `optim`,
-`train`, `eval`). Dotted keys (`model.mer.rank`) are the YAML path, the `--set` override, the
-Optuna parameter name and the MLflow param name."""
+`train`, `eval`). Dotted keys (`model.lora.rank`) are the YAML path, the `--set` override, the
+Optuna parameter name and the MLflow param name. Each key says what it is in one line;
+docs/MODALITIES.md says why the modality options are what they are."""
 
 from __future__ import annotations
 
@@ -18,14 +19,9 @@ class Section(BaseModel):
 # ----------------------------------------------------------------------------------------- data
 class AugmentConfig(Section):
     flip_p: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
-    pad: int = Field(10, ge=0, description="pixels of padding before the random crop (0: off)")
-    pad_mode: Literal["constant", "edge", "reflect"] = Field(
-        "constant",
-        description="how the crop's border is filled: black (seed), the image's edge pixels, or "
-        "its reflection; a black border is the loudest thing in a white sketch",
-    )
+    pad: int = Field(10, ge=0, description="black padding before the random crop (0: no crop)")
     color_jitter: float = Field(
-        0.0, ge=0, le=1, description="brightness/contrast/saturation jitter strength (RGB and CP)"
+        0.0, ge=0, le=1, description="brightness/contrast/saturation jitter (RGB and CP)"
     )
     random_erase: float = Field(0.5, ge=0, le=1, description="random erasing probability")
 
@@ -38,21 +34,21 @@ class ModalityDropoutConfig(Section):
 class DataConfig(Section):
     modalities: tuple[Modality, ...] = Field(
         (Modality.VIS, Modality.NIR, Modality.CP, Modality.SK, Modality.TEXT),
-        description="modalities the model sees; must include the gallery modality",
+        description="modalities the model sees; vis (the RGB gallery) and at least one query",
     )
-    gallery_modality: Modality = Modality.VIS
     height: int = Field(256, ge=16, le=1024, description="input height in pixels")
     width: int = Field(128, ge=16, le=1024, description="input width in pixels")
-    p: int = Field(8, ge=1, description="identities per batch (P)")
+    p: int = Field(8, ge=1, description="identities per batch (P); a batch is P x K anchors")
     k: int = Field(4, ge=2, description="anchors per identity per batch (K)")
-    batch_size: int = Field(32, ge=2, description="must equal P x K")
     val_share: float = Field(0.1, ge=0, lt=1, description="share of training identities for val")
     test_share: float = Field(
-        0.2, ge=0, lt=1, description="held-out identity share when there is no evaluation file"
+        0.2, ge=0, lt=1, description="held-out identity share without an evaluation file"
     )
     split_seed: int = Field(0, description="seed of the identity splits and generated queries")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    on_bad_image: Literal["skip", "fail"] = "fail"
+    on_bad_image: Literal["skip", "fail"] = Field(
+        "fail", description="an undecodable training image: skip it (counted) or stop"
+    )
     augment: AugmentConfig = AugmentConfig()
     modality_dropout: ModalityDropoutConfig = ModalityDropoutConfig()
 
@@ -61,47 +57,34 @@ class DataConfig(Section):
     def _unique(cls, v: tuple[Modality, ...]) -> tuple[Modality, ...]:
         if len(set(v)) != len(v):
             raise ValueError("modalities must not repeat")
+        if Modality.VIS not in v:
+            raise ValueError("modalities must include vis: the gallery is RGB")
         if len(v) < 2:
-            raise ValueError("need the gallery modality and at least one query modality")
+            raise ValueError("need vis (the gallery) and at least one query modality")
         return v
 
-    @model_validator(mode="after")
-    def _cross(self) -> DataConfig:
-        if self.gallery_modality not in self.modalities:
-            raise ValueError(
-                f"gallery_modality {self.gallery_modality.value!r} is not among modalities "
-                f"{[m.value for m in self.modalities]}"
-            )
-        if self.gallery_modality is Modality.TEXT:
-            raise ValueError("gallery_modality must be an image modality")
-        if self.batch_size != self.p * self.k:
-            raise ValueError(
-                f"batch_size {self.batch_size} must equal p x k = {self.p} x {self.k} = "
-                f"{self.p * self.k}"
-            )
-        return self
+    @property
+    def batch_size(self) -> int:
+        """Anchors per batch: P x K."""
+        return self.p * self.k
 
 
 # ---------------------------------------------------------------------------------------- model
 class CustomClipConfig(Section):
-    """A small CLIP built from scratch (random init): CPU work and tests."""
+    """A small CLIP built from scratch (random init) for CPU work and tests: both towers and the
+    CLIP embedding share one width and one head count."""
 
-    embed_dim: int = Field(64, ge=8)
-    vision_width: int = Field(64, ge=8, description="vision hidden dim")
-    vision_layers: int = Field(2, ge=1)
-    vision_heads: int = Field(2, ge=1)
-    patch_size: int = Field(8, ge=2)
-    text_width: int = Field(64, ge=8)
-    text_layers: int = Field(2, ge=1)
-    text_heads: int = Field(2, ge=1)
-    context_length: int = Field(77, ge=8, le=77)
+    width: int = Field(64, ge=8, description="width of both towers and of the CLIP embedding")
+    heads: int = Field(2, ge=1, description="attention heads of both towers")
+    vision_layers: int = Field(2, ge=1, description="vision transformer blocks")
+    text_layers: int = Field(2, ge=1, description="text transformer blocks")
+    patch_size: int = Field(8, ge=2, description="vision patch size in pixels")
+    context_length: int = Field(77, ge=8, le=77, description="text tokens per caption")
 
     @model_validator(mode="after")
     def _heads(self) -> CustomClipConfig:
-        if self.vision_width % self.vision_heads:
-            raise ValueError("vision_width must be divisible by vision_heads")
-        if self.text_width % self.text_heads:
-            raise ValueError("text_width must be divisible by text_heads")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         return self
 
 
@@ -111,7 +94,7 @@ class ClipConfig(Section):
         None, description="open_clip pretrained tag or a local weights file (None: random init)"
     )
     quick_gelu: bool | None = Field(
-        None, description="None: the architecture's activation (OpenAI weights need QuickGELU)"
+        None, description="None: the weights' activation (OpenAI weights need QuickGELU)"
     )
     custom: CustomClipConfig | None = None
     freeze_text: bool = Field(True, description="freeze CLIP's text tower")
@@ -133,74 +116,39 @@ class StemConfig(Section):
     """Each image modality's own patch embedding in front of the shared ViT."""
 
     kind: Literal["patch", "conv"] = Field(
-        "patch",
-        description="patch: a copy of CLIP's linear patch embedding (1-channel inputs through a "
-        "1x1 adapter; seed); conv: 3x3 stride-2 convolutions down to the patch grid",
+        "patch", description="patch: a copy of CLIP's patch embedding; conv: 3x3 stride-2 convs"
     )
     base: int = Field(32, ge=4, description="channels of the first conv (doubling per stage)")
-    grey_p: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="training only: probability that an RGB (vis) input is turned grey before "
-        "its stem, so RGB features must carry what infrared and sketch see (0: off)",
+
+
+LoraTarget = Literal["q", "k", "v", "out", "c_fc", "c_proj"]
+
+
+class LoraConfig(Section):
+    """MER: one LoRA adapter set per image modality on the shared ViT's linear layers."""
+
+    rank: int = Field(4, ge=1, le=256, description="adapter rank")
+    alpha: float = Field(1.0, gt=0, description="adapter scale numerator (scale = alpha / rank)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    targets: tuple[LoraTarget, ...] = Field(
+        ("q", "k", "v", "out", "c_fc", "c_proj"),
+        description="adapted layers of each block ([]: no adapters)",
     )
-    edge_p: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="training only: probability that an RGB (vis) input is drawn as its outlines "
-        "(dark edges on white) before its stem, so RGB features must carry what a sketch sees "
-        "(0: off; drawn apart from grey_p, the two together at most 1)",
-    )
-
-    @model_validator(mode="after")
-    def _recolour(self) -> StemConfig:
-        if self.grey_p + self.edge_p > 1:
-            raise ValueError(f"grey_p {self.grey_p} + edge_p {self.edge_p} exceed 1")
-        return self
-
-
-MerTarget = Literal["q", "k", "v", "out", "c_fc", "c_proj"]
-
-
-class MerConfig(Section):
-    enabled: bool = True
-    rank: int = Field(4, ge=1, le=256)
-    alpha: float = Field(1.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    targets: tuple[MerTarget, ...] = ("q", "k", "v", "out", "c_fc", "c_proj")
-    blocks: tuple[int, ...] | None = Field(
-        None, description="vision blocks with adapters (None: all)"
-    )
-    mode: Literal["auto", "merged", "side"] = Field(
-        "auto", description="apply adapters merged into the weight or on the side"
-    )
+    blocks: tuple[int, ...] | None = Field(None, description="adapted blocks (None: all)")
 
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError("targets must be a non-empty list without repeats")
+        if len(set(v)) != len(v):
+            raise ValueError("targets must not repeat")
         return v
 
 
-class SdmModuleConfig(Section):
-    dim: int = Field(512, ge=8, description="SDM output (embedding) dimension")
-    heads: int = Field(8, ge=1)
-
-    @model_validator(mode="after")
-    def _heads(self) -> SdmModuleConfig:
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        return self
-
-
 class FusionConfig(Section):
-    dim: int = Field(512, ge=8, description="fusion dim (the retrieval embedding size)")
-    heads: int = Field(8, ge=1)
-    mlp_ratio: float = Field(2.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dim: int = Field(512, ge=8, description="embedding width of separation, fusion and retrieval")
+    heads: int = Field(8, ge=1, description="attention heads of separation and fusion")
+    mlp_ratio: float = Field(2.0, gt=0, description="fusion MLP width over dim")
+    dropout: float = Field(0.0, ge=0, lt=1, description="fusion attention and MLP dropout")
 
     @model_validator(mode="after")
     def _heads(self) -> FusionConfig:
@@ -214,12 +162,8 @@ class HeadConfig(Section):
     colour_dims: int = Field(
         0,
         ge=0,
-        description="the first colour_dims dimensions of the retrieval vector are left zero for "
-        "queries made of infrared and/or sketch alone, which cannot see colour; views with RGB, "
-        "colour pencil or text fill them. An infrared or sketch query is then compared with an "
-        "RGB image on the other dimensions only. The grey and outline passes of "
-        "`loss.sdm.anchor` leave them zero too, so their alignment with the colour RGB view "
-        "acts on the shared dimensions alone (0: off, the seed's single shared space)",
+        description="N > 0: infrared/sketch-only queries leave the first N dims zero, align "
+        "with a grey pass of RGB and rank against the gallery's grey pass (0: one shared space)",
     )
 
 
@@ -227,19 +171,9 @@ class ModelConfig(Section):
     clip: ClipConfig = ClipConfig()
     backbone: BackboneConfig = BackboneConfig()
     stem: StemConfig = StemConfig()
-    mer: MerConfig = MerConfig()
-    sdm: SdmModuleConfig = SdmModuleConfig()
+    lora: LoraConfig = LoraConfig()
     fusion: FusionConfig = FusionConfig()
     head: HeadConfig = HeadConfig()
-    grey_gallery: bool = Field(
-        False,
-        description="retrieval only (evaluation, search, serving): each gallery image is also "
-        "encoded grey (its luma), and a query of infrared and/or sketch alone is ranked against "
-        "that grey pass, the pass it aligns with in training under `loss.sdm.anchor: grey`; "
-        "every other query is ranked against the colour pass as without. The retrieval vector "
-        "grows by the dimensions past `model.head.colour_dims`, and encoding the gallery costs "
-        "two backbone passes. Needs a colour (RGB) gallery modality",
-    )
 
     @model_validator(mode="after")
     def _colour_dims(self) -> ModelConfig:
@@ -253,60 +187,22 @@ class ModelConfig(Section):
 
 # ----------------------------------------------------------------------------------------- loss
 class IdLossConfig(Section):
-    weight: float = Field(1.0, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    views: Literal["all", "singles", "gallery"] = Field(
-        "all",
-        description="views the ID loss sees: every fused view (seed), the gallery and the "
-        "single-modality views, or the gallery view alone (queries learn through SDM only, so "
-        "they cannot learn to name a training identity's colours from its shapes)",
+    weight: float = Field(1.0, ge=0, description="ID cross-entropy weight")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="ID label smoothing")
+    views: Literal["all", "gallery"] = Field(
+        "all", description="views the ID loss sees: every fused view, or the RGB view alone"
     )
 
 
 class SdmLossConfig(Section):
     weight: float = Field(1.0, ge=0, description="full alignment weight (lambda after the ramp)")
-    temperature: float = Field(0.02, gt=0, le=10)
+    temperature: float = Field(0.02, gt=0, le=10, description="softmax temperature of SDM")
     margin: float = Field(0.0, ge=0, lt=1, description="subtracted from positive cosines; 0: off")
     smoothing: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="share of the target spread over the whole row (0: IRRA's same-identity "
-        "target); lets a query that cannot tell look-alike identities apart hedge between them",
+        0.0, ge=0, lt=1, description="share of each row's target spread uniformly (0: IRRA's)"
     )
     off_epochs: int = Field(5, ge=0, description="epochs with alignment weight 0")
     ramp_end_epoch: int = Field(25, ge=0, description="epoch by which the weight is full")
-    reduction: Literal["mean", "groups"] = Field(
-        "mean",
-        description="mean over every query view (seed), or ReID5o's: mean within each group of "
-        "views of one size (4 singles, 6 pairs, 4 triples, 1 quadruple), groups summed",
-    )
-    anchor: Literal["colour", "grey", "drawn"] = Field(
-        "colour",
-        description="the gallery-side image each query view is aligned with: the colour RGB "
-        "image for every view (seed); `grey`: views made of infrared and/or sketch alone align "
-        "with a second, grey pass of the same RGB images (what those queries can see), the rest "
-        "with colour; `drawn`: as `grey`, but sketch-only views align with an outline drawing of "
-        "the RGB image. The extra passes are aligned with the colour one and seen by the ID loss "
-        "like the RGB view; each costs one more RGB backbone pass per step",
-    )
-    grey: Literal["luma", "channel"] = Field(
-        "luma",
-        description="how the grey pass of `anchor` is rendered: the image's luma, or one of its "
-        "R, G, B channels drawn at random per image (`channel`, Ye et al.'s channel "
-        "augmentation), whose grey levels do not tell hues apart, so the pass's ID loss cannot "
-        "name people by hue and must use lightness and shape (drawn from torch's generator: "
-        "under torchrun each rank draws for its own images)",
-    )
-    pseudo: list[Literal["nir", "sk"]] = Field(
-        default_factory=list,
-        description="pseudo queries: each RGB image of the batch is also rendered as the listed "
-        "modalities see it (nir: its luma; sk: its outlines), encoded by that modality's own "
-        "stem and LoRA, and trained like a real query of that modality (view `sk_pseudo` "
-        "aligned with that modality's `anchor`; a single view for `loss.id.views`). Many more, "
-        "exactly paired, examples for a query modality's branch; each costs one more "
-        "RGB-sized backbone pass per step. [] (seed): none",
-    )
 
     @model_validator(mode="after")
     def _ramp(self) -> SdmLossConfig:
@@ -320,7 +216,7 @@ class SdmLossConfig(Section):
 class NormLossConfig(Section):
     target: float = Field(10.0, gt=0, description="feature-norm target")
     band: float = Field(2.0, ge=0, description="no penalty within target +- band")
-    weight: float = Field(0.01, ge=0)
+    weight: float = Field(0.01, ge=0, description="feature-norm penalty weight")
 
 
 class LossConfig(Section):
@@ -333,68 +229,66 @@ class LossConfig(Section):
 class LrConfig(Section):
     """Learning rate per named parameter group."""
 
-    backbone: float = Field(1e-5, ge=0, le=1, description="CLIP vision weights")
-    text: float = Field(1e-5, ge=0, le=1, description="CLIP text tower (when not frozen)")
-    lora: float = Field(5e-5, ge=0, le=1, description="MER adapters")
-    head: float = Field(5e-5, ge=0, le=1, description="stems, SDM, fusion, BNNeck, classifier")
+    backbone: float = Field(1e-5, ge=0, le=1, description="CLIP's vision and text towers")
+    lora: float = Field(5e-5, ge=0, le=1, description="the LoRA adapters")
+    head: float = Field(5e-5, ge=0, le=1, description="stems, separation, fusion, BNNeck, ID head")
 
 
 class SchedulerConfig(Section):
-    name: Literal["cosine", "step", "multistep", "plateau"] = "cosine"
-    warmup_epochs: int = Field(2, ge=0)
+    name: Literal["cosine", "step", "multistep", "plateau"] = Field(
+        "cosine", description="learning-rate schedule after the warm-up"
+    )
+    warmup_epochs: int = Field(2, ge=0, description="linear warm-up epochs")
     warmup_factor: float = Field(0.1, gt=0, le=1, description="lr multiplier at step 0")
     min_lr_factor: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction")
     step_size: int = Field(10, ge=1, description="epochs per decay (step)")
     milestones: tuple[int, ...] = Field((20, 40), description="decay epochs (multistep)")
-    gamma: float = Field(0.1, gt=0, le=1)
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step, multistep, plateau)")
     patience: int = Field(2, ge=0, description="evaluations without improvement (plateau)")
 
 
 class ClipGradConfig(Section):
-    enabled: bool = True
-    quantile: float = Field(0.98, gt=0, le=1, description="clip at this quantile of recent norms")
+    quantile: float | None = Field(
+        0.98, gt=0, le=1, description="clip at this quantile of recent norms (None: never clip)"
+    )
     window: int = Field(200, ge=8, description="recent gradient norms remembered")
     warmup_steps: int = Field(20, ge=0, description="steps before clipping starts")
 
 
 class OptimConfig(Section):
-    name: Literal["adamw", "adam"] = "adamw"
+    name: Literal["adamw", "adam"] = Field("adamw", description="optimizer")
     lr: LrConfig = LrConfig()
-    weight_decay: float = Field(1e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
     scheduler: SchedulerConfig = SchedulerConfig()
     clip: ClipGradConfig = ClipGradConfig()
 
 
 # ---------------------------------------------------------------------------------------- train
 class TrainConfig(Section):
-    seed: int = 0
-    epochs: int = Field(60, ge=1)
-    eval_every: int = Field(5, ge=1, description="evaluate on val every N epochs")
-    checkpoint_every: int = Field(1, ge=1, description="write a checkpoint every N epochs")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="mixed precision with GradScaler on CUDA")
-    cpu_bf16: bool = Field(False, description="bf16 autocast on CPU")
+    seed: int = Field(0, description="seed of the weights, sampling and augmentation")
+    epochs: int = Field(60, ge=1, description="training epochs")
+    eval_every: int = Field(5, ge=1, description="evaluate on val every N epochs (and the last)")
+    checkpoint_every: int = Field(1, ge=1, description="write last.pt every N epochs")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto: fp16 with GradScaler on CUDA, fp32 on CPU"
+    )
     log_every: int = Field(20, ge=1, description="steps between log lines")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps (smoke runs)")
 
 
 # ----------------------------------------------------------------------------------------- eval
 class EvalConfig(Section):
-    protocol: Literal["auto", "unordered15", "ordered32"] = "auto"
-    batch_size: int = Field(64, ge=1)
-    topk: int = Field(100, ge=1, description="k of mAP@k")
+    protocol: Literal["auto", "unordered15", "ordered32"] = Field(
+        "auto", description="query sets; auto: the evaluation file's when present"
+    )
+    batch_size: int = Field(64, ge=1, description="images encoded at once")
     queries_per_identity: int = Field(
         2, ge=1, description="queries per identity and set in generated protocols"
     )
-    query_chunk: int = Field(
-        1024, ge=1, description="queries scored at once (memory: chunk x gallery similarities)"
-    )
     trainval_identities: int = Field(
-        40,
-        ge=0,
-        description="training identities scored at each validation as split 'trainval' (a fixed "
-        "seeded sample; tells 'does not fit' from 'does not generalise'); 0: off",
+        40, ge=0, description="training identities also scored as split 'trainval' (0: off)"
     )
 
 
@@ -417,15 +311,9 @@ class ReidConfig(Section):
                 f"data.height x data.width {self.data.height}x{self.data.width} must be "
                 f"multiples of model.clip.custom.patch_size {patch}"
             )
-        if self.model.grey_gallery and self.data.gallery_modality.channels != 3:
-            raise ValueError(
-                "model.grey_gallery needs a colour gallery modality, got data.gallery_modality "
-                f"{self.data.gallery_modality.value!r}"
-            )
-        if self.model.mer.blocks is not None and clip.custom is not None:
-            bad = [b for b in self.model.mer.blocks if not 0 <= b < clip.custom.vision_layers]
+        if self.model.lora.blocks is not None and clip.custom is not None:
+            layers = clip.custom.vision_layers
+            bad = [b for b in self.model.lora.blocks if not 0 <= b < layers]
             if bad:
-                raise ValueError(
-                    f"model.mer.blocks {bad} out of range 0..{clip.custom.vision_layers - 1}"
-                )
+                raise ValueError(f"model.lora.blocks {bad} out of range 0..{layers - 1}")
         return self

@@ -139,7 +139,7 @@ def dataset_stats(index: DatasetIndex, data_cfg: DataConfig) -> dict[str, Any]:
     from reid_core.data.splits import make_splits
 
     splits = make_splits(index, data_cfg)
-    gallery = data_cfg.gallery_modality
+    gallery = Modality.VIS
     rgb = index.num_images(Modality.VIS)
     covered = sum(1 for p in index.captions if p.startswith(f"{Modality.VIS.value}/"))
     k = data_cfg.k

@@ -52,7 +52,7 @@ class TrainDataset(Dataset):
         self, index: DatasetIndex, pids: Sequence[int], data_cfg: DataConfig, seed: int
     ) -> None:
         self.index, self.cfg, self.seed, self.epoch = index, data_cfg, seed, 0
-        self.gallery = data_cfg.gallery_modality
+        self.gallery = Modality.VIS
         self.others = [
             m for m in canonical(data_cfg.modalities) if m.is_image and m is not self.gallery
         ]

@@ -53,9 +53,9 @@ def _share(pids: list[int], share: float, rng: random.Random) -> tuple[list[int]
 def make_splits(index: DatasetIndex, data_cfg: DataConfig, *, min_train: bool = True) -> Splits:
     """Seeded (`data.split_seed`) identity splits; a train split with fewer identities than
     `data.p` is a DataError unless `min_train` is False."""
-    pids = index.pids(data_cfg.gallery_modality)
+    pids = index.pids(Modality.VIS)
     if not pids:
-        raise DataError(f"{index.root}: no identity has {data_cfg.gallery_modality.value} images")
+        raise DataError(f"{index.root}: no identity has vis (RGB) images")
     rng = random.Random(data_cfg.split_seed)
     if index.eval_protocol is not None:
         test = sorted(index.eval_protocol.pids())

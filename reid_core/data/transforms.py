@@ -62,7 +62,7 @@ def _train_augment(modality: Modality, data_cfg: DataConfig) -> list[Callable]:
     if aug.flip_p > 0:
         steps.append(T.RandomHorizontalFlip(p=aug.flip_p))
     if aug.pad > 0:
-        steps.append(T.RandomCrop(size, padding=aug.pad, padding_mode=aug.pad_mode))
+        steps.append(T.RandomCrop(size, padding=aug.pad))
     if aug.color_jitter > 0 and modality in COLOUR_MODALITIES:
         cj = aug.color_jitter
         steps.append(T.ColorJitter(brightness=cj, contrast=cj, saturation=cj))

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from reid_core.model import OmniReID
 
 
+SIMILARITIES_PER_CHUNK = 1 << 26  # float32: 256 MiB of query x gallery scores at once
+
+
 def _mask(n: int, modalities: Sequence[Modality], device: torch.device) -> torch.Tensor:
     mask = torch.zeros(n, len(ALL_MODALITIES), dtype=torch.bool, device=device)
     mask[:, [m.column for m in modalities]] = True
@@ -135,8 +138,7 @@ class ProtocolEncoder:
 
     def gallery(self, protocol: Protocol) -> tuple[torch.Tensor, torch.Tensor]:
         paths = [p for _, p in protocol.gallery]
-        gallery_modality = self.data_cfg.gallery_modality
-        feats = self.encode_items(gallery_modality, paths)
+        feats = self.encode_items(Modality.VIS, paths)
         ids = torch.tensor([pid for pid, _ in protocol.gallery], dtype=torch.long)
         keep = [i for i, p in enumerate(paths) if p not in self.skipped]
         if len(keep) < len(paths):
@@ -144,7 +146,7 @@ class ProtocolEncoder:
             feats, ids = feats[torch.tensor(keep, device=feats.device)], ids[keep]
         if not keep:
             return torch.empty(0, self.model.embed_dim, device=self.device), ids
-        emb = self.fuse({gallery_modality: feats}, (gallery_modality,))
+        emb = self.fuse({Modality.VIS: feats}, (Modality.VIS,))
         return emb, ids
 
     def queries(self, protocol: Protocol) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -234,13 +236,10 @@ def evaluate_protocol(
             if not bool(torch.isin(q_ids, g_ids).any()):
                 empty.append(qs.key)  # no query of this set has a positive: nothing to rank
                 continue
+            # the challenge's mAP@100; queries in chunks of at most ~64M similarities
+            chunk = max(1, SIMILARITIES_PER_CHUNK // max(1, g_emb.shape[0]))
             per_set[qs.key] = retrieval_metrics_from_features(
-                q_emb.cpu(),
-                g_emb.cpu(),
-                q_ids,
-                g_ids,
-                k=eval_cfg.topk,
-                chunk_size=eval_cfg.query_chunk,
+                q_emb.cpu(), g_emb.cpu(), q_ids, g_ids, k=100, chunk_size=chunk
             )
     finally:
         model.train(was_training)

@@ -3,6 +3,12 @@
 Every part is returned separately; nothing is summed by matching key names. The objective runs in
 two steps, `encode` (the backbone passes) then `loss` (fusion, head and losses on the features),
 so that data-parallel training can gather the features of every rank in between.
+
+Views: one fused embedding per (view, sample). The RGB view `vis` first, then every combination
+of the query modalities present, then, with colour dimensions (`model.head.colour_dims`), the
+grey pass `vis_grey` of the RGB images. Each query view aligns (SDM) with the RGB view, except a
+view of infrared and/or sketch alone, which aligns with the grey pass when there is one; the grey
+pass aligns with the RGB view.
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from reid_core.config.schema import LossConfig
+from reid_core.config.schema import LossConfig, ReidConfig
 from reid_core.data.batch import ModalBatch
-from reid_core.errors import ReidError
 from reid_core.losses.sdm import sdm_loss
 from reid_core.modality import ALL_MODALITIES, Modality, set_key
-from reid_core.model.recolour import channel_image, edge_drawing, grey_image, pseudo_image
+from reid_core.model.recolour import channel_image
 
 if TYPE_CHECKING:
     from reid_core.model import OmniReID
+
+GALLERY = Modality.VIS
+GREY_VIEW = f"{GALLERY.value}_grey"
+# query modalities that carry no colour: views made of these alone align with the grey pass
+COLOURLESS = frozenset({Modality.NIR, Modality.SK})
 
 
 @dataclass
@@ -34,7 +44,7 @@ class LossParts:
     feature_norm: torch.Tensor  # mean L2 norm of the fused (pre-BNNeck) features, detached
     sdm_weight: float
     # per-view diagnostics, detached: `sdm/<view>` the alignment loss of each query view
-    # (`sdm/nir`, `sdm/nir_sk`), `ce/<modality>` the ID loss of the gallery and single views
+    # (`sdm/nir`, `sdm/nir_sk`), `ce/<modality>` the ID loss of the RGB and single views
     views: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, torch.Tensor]:
@@ -49,23 +59,20 @@ class LossParts:
         }
 
 
-# `loss.sdm.anchor` -> the extra passes of the gallery images it encodes, by name
-ANCHOR_PASSES = {"colour": (), "grey": ("grey",), "drawn": ("grey", "edge")}
-# `loss.sdm.grey` -> how the grey anchor pass is rendered; the outline pass is an edge drawing
-_GREY = {"luma": grey_image, "channel": channel_image}
-# query modalities that carry no colour: views made of these alone align with a colourless anchor
-COLOURLESS = frozenset({Modality.NIR, Modality.SK})
-
-
 @dataclass
 class Encoded:
     """What `ReidObjective.encode` returns: per-modality features packed like the batch's
-    inputs, and each extra pass of the gallery images (`[N_gallery, D]`, the gallery's rows):
-    the anchor passes by name (`grey`, `edge`) and the pseudo queries by view name
-    (`nir_pseudo`, `sk_pseudo`)."""
+    inputs, and the extra passes of the RGB images (`[N_vis, D]`, the RGB rows) by name."""
 
     features: dict[Modality, torch.Tensor]
     anchors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    combo: tuple[Modality, ...]  # the modalities that select its rows and are fused
+    colourless: bool = False  # a grey pass: no colour (model.head.colour_dims)
 
 
 def alignment_weight(epoch: int, weight: float, off_epochs: int, ramp_end_epoch: int) -> float:
@@ -96,90 +103,63 @@ def select_rows(
     return sub, sub_mask[rows], rows
 
 
-def query_combinations(present: list[Modality], gallery: Modality) -> list[tuple[Modality, ...]]:
+def query_combinations(present: list[Modality]) -> list[tuple[Modality, ...]]:
     """Every non-empty combination of the query-side modalities present, singles first."""
-    query = [m for m in ALL_MODALITIES if m in present and m is not gallery]
+    query = [m for m in ALL_MODALITIES if m in present and m is not GALLERY]
     return [c for r in range(1, len(query) + 1) for c in itertools.combinations(query, r)]
 
 
 class ReidObjective:
     """Callable `(model, batch, epoch) -> LossParts` for the engine: `loss(model, batch,
-    encode(model, batch.inputs), epoch)`."""
+    encode(model, batch.inputs), epoch)`. `grey_anchor`: the colour-dimension objective (a grey
+    pass of the RGB images that infrared/sketch-only views align with)."""
 
-    def __init__(self, cfg: LossConfig, gallery: Modality = Modality.VIS) -> None:
+    gallery = GALLERY
+
+    def __init__(self, cfg: LossConfig, grey_anchor: bool = False) -> None:
         self.cfg = cfg
-        self.gallery = gallery
-        self.passes = ANCHOR_PASSES[cfg.sdm.anchor]
-        self._render = {"grey": _GREY[cfg.sdm.grey], "edge": edge_drawing}  # by pass name
-        self._pass_views = {f"{gallery.value}_{name}" for name in self.passes}
-        # `loss.sdm.pseudo` -> the pseudo query views, by name (`sk_pseudo`)
-        self.pseudo = {f"{m}_pseudo": Modality(m) for m in cfg.sdm.pseudo}
-        if self.pseudo and gallery.channels != 3:
-            raise ReidError(
-                f"loss.sdm.pseudo needs a colour gallery modality, got {gallery.value!r}"
-            )
-        if self.passes and gallery.channels != 3:
-            raise ReidError(
-                f"loss.sdm.anchor {cfg.sdm.anchor!r} needs a colour gallery modality, "
-                f"got {gallery.value!r}"
-            )
+        self.grey_anchor = grey_anchor
+
+    @classmethod
+    def from_config(cls, cfg: ReidConfig) -> ReidObjective:
+        """The objective of a whole config: the grey pass comes with colour dimensions."""
+        return cls(cfg.loss, grey_anchor=cfg.model.head.colour_dims > 0)
 
     def __call__(self, model: OmniReID, batch: ModalBatch, epoch: int) -> LossParts:
         return self.loss(model, batch, self.encode(model, batch.inputs), epoch)
 
     def encode(self, model: OmniReID, inputs: dict[Modality, torch.Tensor]) -> Encoded:
-        """The backbone passes: every modality of `inputs`, then each anchor pass
-        (`loss.sdm.anchor`) of the gallery images."""
+        """The backbone passes: every modality of `inputs`, then the grey pass of the RGB
+        images when the objective has one."""
         features = model.encode(inputs)
         anchors = {}
-        if self.gallery in inputs:
-            for name in self.passes:
-                image = self._render[name](inputs[self.gallery])
-                anchors[name] = model.encode({self.gallery: image})[self.gallery]
-            for name, m in self.pseudo.items():
-                image = pseudo_image(inputs[self.gallery], m)
-                anchors[name] = model.encode({m: image})[m]
+        if self.grey_anchor and GALLERY in inputs:
+            grey = channel_image(inputs[GALLERY])
+            anchors[GREY_VIEW] = model.encode({GALLERY: grey})[GALLERY]
         return Encoded(features, anchors)
+
+    def views(self, batch: ModalBatch, encoded: Encoded) -> list[tuple[View, dict]]:
+        """Every view of the batch with the features it fuses from, in owner order."""
+        combos = [(GALLERY,), *query_combinations(batch.present())]
+        out = [(View(set_key(c), c), encoded.features) for c in combos]
+        if GREY_VIEW in encoded.anchors:
+            out.append((View(GREY_VIEW, (GALLERY,), True), {GALLERY: encoded.anchors[GREY_VIEW]}))
+        return out
 
     def loss(self, model: OmniReID, batch: ModalBatch, encoded: Encoded, epoch: int) -> LossParts:
         """Fusion, BNNeck and the losses on `encoded` (which holds `batch`'s samples)."""
-        # One fused embedding per (combination, sample): the gallery view {gallery} first, then
-        # every query combination present, then the anchor passes of the gallery images. Fusion
-        # is cheap next to the backbone passes.
-        combos = [(self.gallery,), *query_combinations(batch.present(), self.gallery)]
-        # (view name, the modalities that select its rows, their features, the modality a pseudo
-        # query's rows are fused as)
-        sources: list[tuple[str, tuple[Modality, ...], dict, Modality | None]]
-        sources = [(set_key(c), c, encoded.features, None) for c in combos]
-        sources += [
-            (f"{self.gallery.value}_{name}", (self.gallery,), {self.gallery: feats}, None)
-            for name, feats in encoded.anchors.items()
-            if name in self.passes
-        ]
-        sources += [  # pseudo queries: the gallery's rows, fused as the modality they render
-            (name, (self.gallery,), {self.gallery: encoded.anchors[name]}, m)
-            for name, m in self.pseudo.items()
-            if name in encoded.anchors
-        ]
         fused, ids, owners, masks, no_colour = [], [], [], [], []
-        kept: list[tuple[str, tuple[Modality, ...]]] = []  # the views present, in owner order
-        for name, combo, features, fuse_as in sources:
-            sub, sub_mask, rows = select_rows(features, batch.mask, combo)
+        kept: list[View] = []  # the views present, in owner order
+        for view, features in self.views(batch, encoded):
+            sub, sub_mask, rows = select_rows(features, batch.mask, view.combo)
             if not bool(rows.any()):
                 continue
-            if fuse_as is not None:
-                sub, combo = {fuse_as: sub[self.gallery]}, (fuse_as,)
-                sub_mask = torch.zeros_like(sub_mask)
-                sub_mask[:, fuse_as.column] = True
             fused.append(model.fuse(sub, sub_mask))
             masks.append(sub_mask)
             ids.append(batch.labels[rows])
             owners.append(torch.full((int(rows.sum()),), len(kept), device=rows.device))
-            # a grey or outline pass of RGB images carries no colour (model.head.colour_dims)
-            no_colour.append(
-                torch.full_like(owners[-1], name in self._pass_views, dtype=torch.bool)
-            )
-            kept.append((name, combo))
+            no_colour.append(torch.full_like(owners[-1], view.colourless, dtype=torch.bool))
+            kept.append(view)
         all_fused = torch.cat(fused)
         # one BNNeck pass: its statistics see every view; each row's mask is its view's
         bn, logits = model.head(all_fused, torch.cat(masks), colourless=torch.cat(no_colour))
@@ -197,70 +177,40 @@ class ReidObjective:
         total = self.cfg.id.weight * ce + lam * sdm + self.cfg.norm.weight * norm
         feature_norm = all_fused.detach().float().norm(dim=1).mean()
         per_view = {f"sdm/{name}": v.detach() for name, v in views.items()}
-        for i, (name, combo) in enumerate(kept):  # the ID loss of the RGB and each single view
-            if len(combo) == 1:
-                per_view[f"ce/{name}"] = ce_all[owner == i].detach().mean()
+        for i, view in enumerate(kept):  # the ID loss of the RGB and each single view
+            if len(view.combo) == 1:
+                per_view[f"ce/{view.name}"] = ce_all[owner == i].detach().mean()
         return LossParts(total, ce, sdm, norm, feature_norm, lam, per_view)
 
-    def _is_gallery(self, combo: tuple[Modality, ...]) -> bool:
-        return combo == (self.gallery,)
-
-    def _id_rows(
-        self, owner: torch.Tensor, views: list[tuple[str, tuple[Modality, ...]]]
-    ) -> torch.Tensor:
-        """Rows the ID loss sees: every view (`loss.id.views: all`), views of one modality
-        (`singles`) or the gallery view and its anchor passes (`gallery`)."""
+    def _id_rows(self, owner: torch.Tensor, views: list[View]) -> torch.Tensor:
+        """Rows the ID loss sees: every view (`loss.id.views: all`), or the RGB view and its
+        grey pass (`gallery`)."""
         if self.cfg.id.views == "all":
             return torch.ones_like(owner, dtype=torch.bool)
-        if self.cfg.id.views == "gallery":
-            chosen = [i for i, (_, combo) in enumerate(views) if self._is_gallery(combo)]
-        else:
-            chosen = [i for i, (_, combo) in enumerate(views) if len(combo) == 1]
+        chosen = [i for i, view in enumerate(views) if view.combo == (GALLERY,)]
         return torch.isin(owner, torch.tensor(chosen, device=owner.device))
 
-    def _anchor_for(self, combo: tuple[Modality, ...]) -> str:
-        """The view a query view aligns with (`loss.sdm.anchor`): the gallery view, or the
-        name of an anchor pass of it."""
-        rgb = self.gallery.value
-        if not set(combo) <= COLOURLESS or not self.passes:
-            return rgb
-        if combo == (Modality.SK,) and "edge" in self.passes:
-            return f"{rgb}_edge"
-        return f"{rgb}_grey"
+    def _anchor_for(self, view: View) -> str:
+        """The view `view` aligns with: the grey pass for infrared/sketch-only views when there
+        is one, else the RGB view."""
+        if self.grey_anchor and not view.colourless and set(view.combo) <= COLOURLESS:
+            return GREY_VIEW
+        return GALLERY.value
 
     def _alignment(
-        self,
-        bn: torch.Tensor,
-        labels: torch.Tensor,
-        owner: torch.Tensor,
-        views: list[tuple[str, tuple[Modality, ...]]],
+        self, bn: torch.Tensor, labels: torch.Tensor, owner: torch.Tensor, views: list[View]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """SDM between each query view and its anchor (the gallery view, owner 0, or an anchor
-        pass), and between each anchor pass and the gallery view; then their reduction: the mean
-        over them (`mean`), or the sum over view sizes of each size's mean (`groups`, the anchor
-        passes a group of their own)."""
-        index = {name: i for i, (name, _) in enumerate(views)}
+        """SDM between each view (but the RGB view, owner 0) and its anchor, and their mean."""
+        index = {view.name: i for i, view in enumerate(views)}
         sdm = self.cfg.sdm
         per_view: dict[str, torch.Tensor] = {}
-        groups: dict[int, list[torch.Tensor]] = {}
-        for i, (name, combo) in enumerate(views):
-            if i == 0:
-                continue
-            # a query view aligns with its anchor; an anchor pass with the colour view (owner 0).
-            # Anchor passes hold the gallery view's rows: both are present or neither.
-            anchor_name = self.gallery.value if self._is_gallery(combo) else self._anchor_for(combo)
-            target = index.get(anchor_name, 0)
-            query, anchor = owner == i, owner == target
-            per_view[name] = sdm_loss(
+        for i, view in enumerate(views[1:], start=1):
+            # the RGB view and its grey pass hold the same rows: both are present or neither
+            query, anchor = owner == i, owner == index[self._anchor_for(view)]
+            per_view[view.name] = sdm_loss(
                 bn[anchor], bn[query], labels[anchor], labels[query],
                 sdm.temperature, sdm.margin, sdm.smoothing,
             )  # fmt: skip
-            groups.setdefault(0 if self._is_gallery(combo) else len(combo), []).append(
-                per_view[name]
-            )
         if not per_view:
             return bn.sum() * 0.0, per_view
-        if self.cfg.sdm.reduction == "mean":
-            return torch.stack(list(per_view.values())).mean(), per_view
-        means = [torch.stack(groups[n]).mean() for n in sorted(groups)]
-        return torch.stack(means).sum(), per_view
+        return torch.stack(list(per_view.values())).mean(), per_view

@@ -11,12 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reid_core.config.schema import ClipConfig, MerConfig, StemConfig
+from reid_core.config.schema import ClipConfig, LoraConfig, StemConfig
 from reid_core.errors import ConfigError, ReidError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
-from reid_core.model.lora import MerBlock, build_adapters, resolve_mode
+from reid_core.model.lora import MerBlock, build_adapters
 from reid_core.model.pretrained import is_local_file
-from reid_core.model.recolour import random_recolour
 from reid_core.model.stems import ConvStem
 
 _VOCAB_SIZE = 49408  # open_clip's bundled BPE vocabulary
@@ -27,18 +26,18 @@ def _custom_model_config(clip_cfg: ClipConfig) -> dict[str, Any]:
     assert c is not None  # the schema requires the section when name is 'custom'
     vision = {
         "layers": c.vision_layers,
-        "width": c.vision_width,
-        "head_width": c.vision_width // c.vision_heads,
+        "width": c.width,
+        "head_width": c.width // c.heads,
         "patch_size": c.patch_size,
     }
     text = {
         "context_length": c.context_length,
         "vocab_size": _VOCAB_SIZE,
-        "width": c.text_width,
-        "heads": c.text_heads,
+        "width": c.width,
+        "heads": c.heads,
         "layers": c.text_layers,
     }
-    return {"embed_dim": c.embed_dim, "vision_cfg": vision, "text_cfg": text}
+    return {"embed_dim": c.width, "vision_cfg": vision, "text_cfg": text}
 
 
 def _arch_model_config(name: str) -> dict[str, Any]:
@@ -141,13 +140,13 @@ def build_stem(conv1: nn.Conv2d, channels: int, stem: StemConfig | None = None) 
     return conv if channels == 3 else GreyStem(conv)
 
 
-def _mer_blocks(mer: MerConfig, layers: int, name: str) -> set[int]:
-    if not mer.enabled:
+def _lora_blocks(lora: LoraConfig, layers: int, name: str) -> set[int]:
+    if not lora.targets:
         return set()
-    blocks = set(range(layers)) if mer.blocks is None else set(mer.blocks)
+    blocks = set(range(layers)) if lora.blocks is None else set(lora.blocks)
     bad = sorted(b for b in blocks if not 0 <= b < layers)
     if bad:
-        raise ConfigError(f"model.mer.blocks {bad} out of range 0..{layers - 1} for {name!r}")
+        raise ConfigError(f"model.lora.blocks {bad} out of range 0..{layers - 1} for {name!r}")
     return blocks
 
 
@@ -161,15 +160,12 @@ class VisionBackbone(nn.Module):
         self,
         visual: Any,  # open_clip VisionTransformer
         modalities: tuple[Modality, ...],
-        mer: MerConfig,
-        freeze_backbone: bool,
+        lora: LoraConfig,
         name: str = "",
         stem: StemConfig | None = None,
     ) -> None:
         super().__init__()
         self.modalities = modalities
-        self.grey_p = stem.grey_p if stem is not None else 0.0
-        self.edge_p = stem.edge_p if stem is not None else 0.0
         self.stems = nn.ModuleDict(
             {m.value: build_stem(visual.conv1, m.channels, stem) for m in modalities}
         )
@@ -179,20 +175,21 @@ class VisionBackbone(nn.Module):
         self.ln_post, self.proj = visual.ln_post, visual.proj
         self.image_size, self.grid_size = tuple(visual.image_size), tuple(visual.grid_size)
         self.width, self.output_dim = visual.transformer.width, visual.output_dim
-        self.mode = resolve_mode(mer.mode, mer.dropout, freeze_backbone)
+        # merged into the weight (one GEMM) unless adapter dropout needs the side form
+        self.mode = "side" if lora.dropout > 0 else "merged"
         resblocks = visual.transformer.resblocks
-        with_lora = _mer_blocks(mer, len(resblocks), name)
+        with_lora = _lora_blocks(lora, len(resblocks), name)
         self.blocks = nn.ModuleList(
-            self._mer_block(b, mer, i in with_lora) for i, b in enumerate(resblocks)
+            self._mer_block(b, lora, i in with_lora) for i, b in enumerate(resblocks)
         )
 
-    def _mer_block(self, block: Any, mer: MerConfig, adapted: bool) -> MerBlock:
+    def _mer_block(self, block: Any, lora: LoraConfig, adapted: bool) -> MerBlock:
         mlp_width = block.mlp.c_fc.out_features
-        lora = {
-            m: build_adapters(self.width, mlp_width, mer.targets, mer.rank)
+        adapters = {
+            m: build_adapters(self.width, mlp_width, lora.targets, lora.rank)
             for m in (self.modalities if adapted else ())
         }
-        return MerBlock(block, lora, mer.alpha / mer.rank, self.mode, mer.dropout)
+        return MerBlock(block, adapters, lora.alpha / lora.rank, self.mode, lora.dropout)
 
     def stem(self, modality: Modality) -> nn.Module:
         if not isinstance(modality, Modality) or modality.value not in self.stems:
@@ -212,8 +209,6 @@ class VisionBackbone(nn.Module):
                 f"{modality.value} images must be [batch, {modality.channels}, "
                 f"{self.image_size[0]}, {self.image_size[1]}], got {list(x.shape)}"
             )
-        if self.training and modality is Modality.VIS:
-            x = random_recolour(x, self.grey_p, self.edge_p)
         x = stem(x).flatten(2).transpose(1, 2)  # [batch, grid, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)

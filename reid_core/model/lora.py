@@ -8,7 +8,8 @@ forward over them with `F.scaled_dot_product_attention`.
 An adapter group is every adapter that shares one GEMM: q, k and v share `in_proj_weight`, the
 others have a GEMM each. A group is applied as one low-rank pair (`down` = the adapters' A stacked
 `[n * rank, in]`, `up` = their B placed block-diagonally at their rows `[out, n * rank]`), so q, k
-and v make one pass over x, not three. Two forms (`model.mer.mode`):
+and v make one pass over x, not three. Two forms (the backbone picks merged unless the adapters
+have dropout; docs/BENCHMARKS.md measures both):
 
 - merged: `y = x (W + s up down)^T + b` in one GEMM. Its backward (`_MergedLinear`) takes the
   adapters' gradients from the weight gradient when W trains (it is computed anyway, so LoRA is
@@ -43,24 +44,6 @@ class LoraAdapter(nn.Module):
         self.down = nn.Parameter(torch.empty(rank, in_features))  # A [rank, in]
         self.up = nn.Parameter(torch.zeros(out_features, rank))  # B [out, rank]
         nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))  # as nn.Linear (and PEFT) init A
-
-
-def resolve_mode(mode: str, dropout: float, freeze_backbone: bool) -> str:
-    """The form `auto` picks, or the explicit one after checking it can honour the config.
-
-    Merged wins both when the backbone trains (the weight gradient it needs is computed anyway)
-    and when it is frozen (`_MergedLinear` skips the weight-gradient GEMM): see docs/BENCHMARKS.md.
-    Only the side form can drop out the adapter input, so dropout > 0 selects it.
-    """
-    del freeze_backbone  # measured: merged is the cheaper form in both cases on CPU
-    if mode == "merged" and dropout > 0:
-        raise ReidError(
-            f"model.mer.mode=merged cannot apply model.mer.dropout={dropout} (dropout acts on the "
-            "adapter input only); use model.mer.mode=side or auto"
-        )
-    if mode == "auto":
-        return "side" if dropout > 0 else "merged"
-    return mode
 
 
 def _merged_autocast(rows, weight, bias, down, up, scale) -> torch.Tensor:
@@ -213,7 +196,7 @@ class MerBlock(nn.Module):
         return {g: sorted(a, key=lambda p: p[0]) for g, a in groups.items()}
 
     def _route(self, modality: Modality) -> dict[str, list[tuple[int, LoraAdapter]]]:
-        if not self._groups:  # a block outside model.mer.blocks (or MER disabled)
+        if not self._groups:  # a block outside model.lora.blocks (or no targets)
             return {}
         try:
             return self._groups[modality]

@@ -1,5 +1,5 @@
-"""OmniReID: per-modality encoders (CLIP with MER, CLIP's text tower) -> SDM -> masked fusion ->
-BNNeck. `build_model` maps a `ReidConfig` to it."""
+"""OmniReID: per-modality encoders (CLIP with MER, CLIP's text tower) -> semantic separation ->
+masked fusion -> BNNeck. `build_model` maps a `ReidConfig` to it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from reid_core.model.fusion import MaskedFusion
 from reid_core.model.head import BNNeckHead, colourless_rows
 from reid_core.model.pretrained import load_pretrained as _load_pretrained
 from reid_core.model.recolour import grey_image
-from reid_core.model.sdm import SemanticSeparation
+from reid_core.model.separation import SemanticSeparation
 from reid_core.model.text import TextEncoder, build_tokenizer
 
 GROUPS = ("backbone", "text", "lora", "head")
@@ -55,8 +55,7 @@ class OmniReID(nn.Module):
         self,
         backbone: VisionBackbone,
         text: TextEncoder | None,
-        sdm: SemanticSeparation,
-        project: nn.Module,
+        separation: SemanticSeparation,
         fusion: MaskedFusion,
         head: BNNeckHead,
         modalities: Sequence[Modality],
@@ -64,14 +63,14 @@ class OmniReID(nn.Module):
         grey_gallery: Modality | None = None,
     ) -> None:
         super().__init__()
-        self.backbone, self.text, self.sdm, self.project = backbone, text, sdm, project
+        self.backbone, self.text, self.separation = backbone, text, separation
         self.fusion, self.head = fusion, head
         self.modalities = tuple(m for m in ALL_MODALITIES if m in modalities)
         self.freeze_text = freeze_text
         self.num_classes = head.classifier.out_features
-        # features of one modality's pass (fusion's width) and of a retrieval vector: with a
-        # grey gallery (`model.grey_gallery`) the vector grows a grey block, the head's
-        # dimensions past `colour_dims`
+        # features of one modality's pass (fusion's width) and of a retrieval vector: with
+        # colour dimensions (`model.head.colour_dims`) the gallery has a grey pass and the vector
+        # grows a grey block, the head's dimensions past `colour_dims`
         self.feature_dim = head.bn.num_features
         self.grey_gallery = grey_gallery
         grey_block = self.feature_dim - head.colour_dims if grey_gallery is not None else 0
@@ -106,12 +105,12 @@ class OmniReID(nn.Module):
             assert self.text is not None  # _check: TEXT is only known with a text tower
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text):
                 tokens, pooled, padding = self.text(x)
-            return self.project(self.sdm(tokens, pooled, "text", padding))
+            return self.separation(tokens, pooled, "text", padding)
         tokens, pooled = self.backbone(x, modality)
-        return self.project(self.sdm(tokens, pooled, "vision"))
+        return self.separation(tokens, pooled, "vision")
 
     def encode(self, inputs: dict[Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
-        """Per-modality features after SDM `[N_m, D]`, packed like `inputs`."""
+        """Per-modality features after semantic separation `[N_m, D]`, packed like `inputs`."""
         for m in inputs:
             self._check(m)  # strict routing: a plain string or a foreign modality raises
         return {m: self.encode_one(m, inputs[m]) for m in self.modalities if m in inputs}
@@ -149,12 +148,13 @@ class OmniReID(nn.Module):
         """`encode_item` features (packed like `mask`'s rows) -> L2-normalised retrieval vectors
         `[B, embed_dim]`, whose cosine ranks a gallery.
 
-        Without a grey gallery: the BNNeck output. With one (`model.grey_gallery`), two blocks:
+        Without colour dimensions: the BNNeck output. With them (`model.head.colour_dims`), two
+        blocks:
         the BNNeck output, then the grey block. A query of infrared and/or sketch alone fills
         the grey block only (its dimensions past `colour_dims`), any other query the first block
         only; a gallery image fills the first with its colour pass and the grey block with its
         grey pass, each block scaled by 1/sqrt(2). So an infrared or sketch query is ranked
-        against the grey passes, the pass it aligned with in training (`loss.sdm.anchor: grey`),
+        against the grey passes, the pass it aligned with in training (the objective's grey anchor),
         and any other query against the colour passes, as without."""
         g, d = self.grey_gallery, self.feature_dim
         colour = {m: (f[:, :d] if m is g else f) for m, f in features.items()}
@@ -195,18 +195,18 @@ def from_clip(cfg: ReidConfig, clip: Any, num_classes: int) -> OmniReID:
         raise ReidError(f"num_classes must be at least 1, got {num_classes}")
     m = cfg.model
     images = tuple(x for x in cfg.data.modalities if x.is_image)
-    backbone = VisionBackbone(clip.visual, images, m.mer, m.backbone.freeze, m.clip.name, m.stem)
+    backbone = VisionBackbone(clip.visual, images, m.lora, m.clip.name, m.stem)
     text = TextEncoder(clip) if Modality.TEXT in cfg.data.modalities else None
     widths = {"vision": backbone.width} | ({"text": text.width} if text is not None else {})
-    sdm = SemanticSeparation(widths, backbone.output_dim, m.sdm.dim, m.sdm.heads)
-    project = nn.Identity() if m.sdm.dim == m.fusion.dim else nn.Linear(m.sdm.dim, m.fusion.dim)
+    separation = SemanticSeparation(widths, backbone.output_dim, m.fusion.dim, m.fusion.heads)
     fusion = MaskedFusion(m.fusion.dim, m.fusion.heads, m.fusion.mlp_ratio, m.fusion.dropout)
     head = BNNeckHead(m.fusion.dim, num_classes, m.head.dropout, m.head.colour_dims)
     if text is not None and text.output_dim != backbone.output_dim:
         raise ConfigError(f"model.clip.name={m.clip.name!r}: text and image embeddings differ")
-    grey = cfg.data.gallery_modality if m.grey_gallery else None
+    # colour dimensions: the RGB gallery also gets a grey pass (`retrieval_vectors`)
+    grey = Modality.VIS if m.head.colour_dims else None
     model = OmniReID(
-        backbone, text, sdm, project, fusion, head, cfg.data.modalities, m.clip.freeze_text, grey
+        backbone, text, separation, fusion, head, cfg.data.modalities, m.clip.freeze_text, grey
     )
     if m.backbone.freeze:
         for name, p in model.named_parameters():

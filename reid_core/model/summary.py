@@ -106,7 +106,7 @@ def _flops(model: OmniReID) -> dict[str, Any]:
 def model_summary(cfg: ReidConfig, num_classes: int) -> dict[str, Any]:
     """Everything `reid model summary` reports, as JSON-ready data."""
     model = build_model(cfg, num_classes, load_pretrained=False).eval()
-    backbone, mer = model.backbone, cfg.model.mer
+    backbone, lora = model.backbone, cfg.model.lora
     return {
         "architecture": cfg.model.clip.name,
         "pretrained": cfg.model.clip.pretrained,
@@ -121,12 +121,12 @@ def model_summary(cfg: ReidConfig, num_classes: int) -> dict[str, Any]:
             "text_context": model.context_length,
         },
         "mer": {
-            "enabled": mer.enabled,
+            "enabled": bool(lora.targets),
             "mode": backbone.mode,
-            "rank": mer.rank,
-            "alpha": mer.alpha,
-            "scale": mer.alpha / mer.rank,
-            "targets": list(mer.targets),
+            "rank": lora.rank,
+            "alpha": lora.alpha,
+            "scale": lora.alpha / lora.rank,
+            "targets": list(lora.targets),
             "blocks": sum(1 for b in backbone.blocks if len(cast(MerBlock, b).lora) > 0),
         },
         "parameters": _parameters(model),

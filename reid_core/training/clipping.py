@@ -16,15 +16,14 @@ class AdaptiveClipper:
     the first `warmup_steps` (too few norms for a meaningful quantile).
     """
 
-    def __init__(self, quantile: float, window: int, warmup_steps: int, enabled: bool = True):
-        self.quantile = quantile
+    def __init__(self, quantile: float | None, window: int, warmup_steps: int):
+        self.quantile = quantile  # None: never clip (norms are still measured)
         self.warmup_steps = warmup_steps
-        self.enabled = enabled
         self.norms: deque[float] = deque(maxlen=window)
         self.spikes = 0
 
     def threshold(self) -> float | None:
-        if not self.enabled or len(self.norms) < max(1, self.warmup_steps):
+        if self.quantile is None or len(self.norms) < max(1, self.warmup_steps):
             return None
         values = torch.tensor(list(self.norms), dtype=torch.float64)
         return float(torch.quantile(values, self.quantile))

@@ -39,6 +39,16 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """`train.precision` -> the autocast dtype on `device` (None: fp32, no autocast). `auto` is
+    fp16 (with a GradScaler) on CUDA and fp32 on CPU."""
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ReidError(f"train.precision fp16 needs CUDA (the device is {device.type}); use bf16")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ReidError("train.device is 'cuda' but CUDA is not available")
@@ -62,8 +72,7 @@ class Trainer:
         epochs: int,
         eval_every: int,
         device: torch.device,
-        amp: bool = True,
-        cpu_bf16: bool = False,
+        precision: str = "auto",
         max_steps_per_epoch: int | None = None,
         evaluate_fn: Callable[[Any, str], dict[str, Any]] | None = None,
         eval_splits: Sequence[str] = ("val",),
@@ -92,10 +101,8 @@ class Trainer:
         self.stop_reason: str | None = None
         self.last_metrics: dict[str, dict[str, Any]] = {}
         cuda = device.type == "cuda"
-        self.use_scaler = cuda and amp
-        self.autocast_dtype = (
-            torch.float16 if cuda and amp else torch.bfloat16 if cpu_bf16 and not cuda else None
-        )
+        self.autocast_dtype = autocast_dtype(precision, device)
+        self.use_scaler = self.autocast_dtype is torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True

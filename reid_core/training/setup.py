@@ -31,9 +31,11 @@ from reid_core.training.schedule import LrSchedule
 def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Optimizer, list[str]]:
     """One parameter group per named model group, each at its own learning rate."""
     groups, names = [], []
+    # the text tower trains at the backbone's rate (its own group: logged apart)
+    rates = {"backbone": cfg.lr.backbone, "text": cfg.lr.backbone, "lora": cfg.lr.lora}
     for name, params in model.param_groups().items():
         if params:
-            groups.append({"params": params, "lr": getattr(cfg.lr, name)})
+            groups.append({"params": params, "lr": rates.get(name, cfg.lr.head)})
             names.append(name)
     kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
     # The fused kernel updates the hundreds of small adapter tensors in one pass; the default
@@ -156,10 +158,10 @@ def build_trainer(
         steps = min(steps, cfg.train.max_steps_per_epoch)
     schedule = LrSchedule(optimizer, cfg.optim.scheduler, cfg.train.epochs, steps)
     clip = cfg.optim.clip
-    clipper = AdaptiveClipper(clip.quantile, clip.window, clip.warmup_steps, clip.enabled)
+    clipper = AdaptiveClipper(clip.quantile, clip.window, clip.warmup_steps)
 
     evaluate_fn = SplitEvaluator(data, cfg, device)
-    objective: Any = ReidObjective(cfg.loss, cfg.data.gallery_modality)
+    objective: Any = ReidObjective.from_config(cfg)
     if dist.enabled:
         objective = DistributedObjective(model, objective, dist)
     return Trainer(
@@ -172,8 +174,7 @@ def build_trainer(
         epochs=cfg.train.epochs,
         eval_every=cfg.train.eval_every,
         device=device,
-        amp=cfg.train.amp,
-        cpu_bf16=cfg.train.cpu_bf16,
+        precision=cfg.train.precision,
         max_steps_per_epoch=cfg.train.max_steps_per_epoch,
         evaluate_fn=evaluate_fn,
         eval_splits=("val", "trainval") if data.trainval is not None else ("val",),

@@ -30,9 +30,9 @@ def test_presets_ship_and_validate():
 def test_overrides_are_typed_by_schema():
     cfg = load_config(
         preset="micro",
-        overrides=["model.mer.rank=8", "optim.lr.lora=1e-4", "data.modalities=[vis, nir]"],
+        overrides=["model.lora.rank=8", "optim.lr.lora=1e-4", "data.modalities=[vis, nir]"],
     )
-    assert cfg.model.mer.rank == 8
+    assert cfg.model.lora.rank == 8
     assert cfg.optim.lr.lora == pytest.approx(1e-4)
     assert cfg.data.modalities == (Modality.VIS, Modality.NIR)
 
@@ -40,26 +40,28 @@ def test_overrides_are_typed_by_schema():
 def test_config_is_frozen():
     cfg = load_config(preset="micro")
     with pytest.raises(ValidationError):
-        cfg.model.mer.rank = 3  # type: ignore[misc]
+        cfg.model.lora.rank = 3  # type: ignore[misc]
 
 
 def test_file_merges_on_top_of_preset(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("model:\n  mer:\n    rank: 2\n")
-    cfg = load_config(preset="micro", config_file=f, overrides=["model.mer.alpha=2"])
-    assert cfg.model.mer.rank == 2 and cfg.model.mer.alpha == 2.0
+    f.write_text("model:\n  lora:\n    rank: 2\n")
+    cfg = load_config(preset="micro", config_file=f, overrides=["model.lora.alpha=2"])
+    assert cfg.model.lora.rank == 2 and cfg.model.lora.alpha == 2.0
     assert cfg.data.height == 32  # the preset underneath is kept
 
 
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("model.mer.rnak=3", "model.mer.rnak"),
-        ("model.mer.rank=abc", "model.mer.rank"),
-        ("model.mer.rank=0", "model.mer.rank"),
-        ("data.p=3", "batch_size"),
+        ("model.lora.rnak=3", "model.lora.rnak"),
+        ("model.mer.rank=3", "renamed model.lora.rank"),
+        ("loss.sdm.pseudo=[sk]", "loss.sdm.pseudo"),
+        ("model.lora.rank=abc", "model.lora.rank"),
+        ("model.lora.rank=0", "model.lora.rank"),
         ("data.k=1", "data.k"),
-        ("data.modalities=[nir, sk]", "gallery_modality"),
+        ("data.batch_size=8", "a batch is data.p x data.k"),
+        ("data.modalities=[nir, sk]", "must include vis"),
         ("data.modalities=[vis, smell]", "data.modalities"),
         ("data.on_bad_image=ignore", "data.on_bad_image"),
         ("nonsense", "dotted.key=value"),
@@ -74,8 +76,8 @@ def test_bad_overrides_name_the_key(override, needle):
 
 def test_unknown_key_in_file_and_yaml_syntax(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  mer:\n    ranks: 2\n")
-    with pytest.raises(ConfigError, match=r"model\.mer\.ranks"):
+    bad.write_text("model:\n  lora:\n    ranks: 2\n")
+    with pytest.raises(ConfigError, match=r"model\.lora\.ranks"):
         load_config(config_file=bad)
     broken = tmp_path / "broken.yaml"
     broken.write_text("model: [unclosed\n")
@@ -94,7 +96,7 @@ def test_unknown_preset_lists_known():
 def test_flatten_hash_and_with_overrides():
     cfg = load_config(preset="micro")
     flat = flatten(cfg)
-    assert flat["model.mer.rank"] == 4 and flat["data.modalities"] == [
+    assert flat["model.lora.rank"] == 4 and flat["data.modalities"] == [
         "vis",
         "nir",
         "cp",
@@ -102,8 +104,8 @@ def test_flatten_hash_and_with_overrides():
         "text",
     ]
     assert len(flat) >= 40
-    other = with_overrides(cfg, {"model.mer.rank": 2})
-    assert other.model.mer.rank == 2 and config_hash(other) != config_hash(cfg)
+    other = with_overrides(cfg, {"model.lora.rank": 2})
+    assert other.model.lora.rank == 2 and config_hash(other) != config_hash(cfg)
     assert config_hash(load_config(preset="micro")) == config_hash(cfg)
     with pytest.raises(ConfigError):
         with_overrides(cfg, {"data.batch_size": 7})

@@ -219,7 +219,7 @@ CONFIG_CASES = {
     "unknown_key": (["--set", "data.colour=1"], "unknown config key 'data.colour'"),
     "wrong_type": (["--set", "data.p=many"], "data.p"),
     "out_of_range": (["--set", "data.val_share=1.5"], "data.val_share"),
-    "batch_not_pk": (["--set", "data.batch_size=7"], "batch_size 7 must equal p x k"),
+    "retired_key": (["--set", "data.batch_size=7"], "removed: a batch is data.p x data.k"),
     "unknown_preset": (["--preset", "huge"], "unknown preset 'huge'"),
 }
 
@@ -247,10 +247,10 @@ def test_yaml_syntax_error(seed_tree: Path, tmp_path: Path, cli) -> None:
 
 
 def test_fewer_identities_than_p(seed_tree: Path, cli) -> None:
-    cfg = load_config(overrides=["data.p=9", "data.batch_size=36"])
+    cfg = load_config(overrides=["data.p=9"])
     with pytest.raises(DataError, match=r"fewer than data\.p=9"):
         make_splits(build_index(seed_tree, cache=False), cfg.data)
-    _, _, err = cli("data", "stats", str(seed_tree), "-s", "data.p=9", "-s", "data.batch_size=36")
+    _, _, err = cli("data", "stats", str(seed_tree), "-s", "data.p=9")
     assert "fewer than data.p=9" in err
 
 

@@ -62,7 +62,7 @@ def _make_index(root: Path, files: list[tuple[str, str]], captions: dict[str, st
 
 def _cfg(**kw) -> DataConfig:
     augment = AugmentConfig(pad=2, color_jitter=0.2, random_erase=0.5)
-    return DataConfig(height=H, width=W, p=2, k=2, batch_size=4, augment=augment, **kw)
+    return DataConfig(height=H, width=W, p=2, k=2, augment=augment, **kw)
 
 
 @pytest.fixture

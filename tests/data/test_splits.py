@@ -19,7 +19,7 @@ from reid_core.modality import Modality
 
 
 def _cfg(**kw) -> DataConfig:
-    base = {"p": 2, "k": 2, "batch_size": 4, "val_share": 0.2, "test_share": 0.3}
+    base = {"p": 2, "k": 2, "val_share": 0.2, "test_share": 0.3}
     return DataConfig(**{**base, **kw})
 
 
@@ -50,8 +50,8 @@ def test_eval_file_identities_are_test(orbench_tree: Path) -> None:
 def test_fewer_train_identities_than_p(tree) -> None:
     idx = build_index(tree(identities=6), cache=False)
     with pytest.raises(DataError, match=r"train split has 3 identities, fewer than data.p=8"):
-        make_splits(idx, _cfg(p=8, batch_size=16))
-    assert len(make_splits(idx, _cfg(p=8, batch_size=16), min_train=False).train) == 3
+        make_splits(idx, _cfg(p=8))
+    assert len(make_splits(idx, _cfg(p=8), min_train=False).train) == 3
 
 
 def test_query_set_orders() -> None:

@@ -1,5 +1,6 @@
-"""A saved model with `model.grey_gallery` embeds through the pyfunc (search, serving) exactly as
-the evaluation does: the same vectors, grey block included."""
+"""A saved model with colour dimensions (`model.head.colour_dims`: a grey gallery pass) embeds
+through the pyfunc (search, serving) exactly as the evaluation does: the same vectors, grey block
+included."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from reid_core.model import build_model
 
 
 def test_pyfunc_and_evaluation_embed_gallery_and_queries_alike(tmp_path):
-    cfg = load_config(
-        preset="micro", overrides=["model.head.colour_dims=8", "model.grey_gallery=true"]
-    )
+    cfg = load_config(preset="micro", overrides=["model.head.colour_dims=8"])
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=3, load_pretrained=False).eval()
     paths = {}

@@ -21,8 +21,8 @@ KEYS = [
     "data.height",
     "data.modalities",
     "data.on_bad_image",
-    "model.mer.rank",
-    "model.mer.mode",
+    "model.lora.rank",
+    "model.mer.mode",  # retired: must fail in one line too
     "optim.lr.head",
     "train.epochs",
     "eval.protocol",

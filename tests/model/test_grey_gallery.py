@@ -1,5 +1,6 @@
-"""`model.grey_gallery`: gallery images also encoded grey; infrared and sketch queries rank against
-that grey pass, every other query against the colour pass."""
+"""Colour dimensions at retrieval (`model.head.colour_dims`): gallery images are also encoded grey;
+infrared and sketch queries rank against that grey pass, every other query against the colour
+pass."""
 
 from __future__ import annotations
 
@@ -19,25 +20,43 @@ from tests.model.conftest import make_batch, modality_mask
 DIM, COLOUR = 32, 16  # the micro preset's fusion width, and the colour dims set below
 
 
+class _Plain:
+    """The model's one-block retrieval vector: the BNNeck output of the colour pass, gated by
+    the rows' mask, normalised (what a model without colour dimensions would rank by)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def embed(self, inputs, mask):
+        m = self.model
+        return F.normalize(m.head(m.fuse(m.encode(inputs), mask), mask)[0], dim=-1)
+
+    def encode(self, inputs):
+        return self.model.encode(inputs)
+
+    def fuse(self, features, mask):
+        return self.model.fuse(features, mask)
+
+    def head(self, *args):
+        return self.model.head(*args)
+
+
 def _models():
-    """The same weights without and with a grey gallery, in eval mode."""
+    """A model with colour dimensions in eval mode, and its one-block (plain) view."""
     cfg = load_config(preset="micro", overrides=[f"model.head.colour_dims={COLOUR}"])
     torch.manual_seed(0)
-    plain = build_model(cfg, num_classes=4, load_pretrained=False).eval()
-    grey_cfg = load_config(
-        preset="micro", overrides=[f"model.head.colour_dims={COLOUR}", "model.grey_gallery=true"]
-    )
-    grey = build_model(grey_cfg, num_classes=4, load_pretrained=False).eval()
-    grey.load_state_dict(plain.state_dict())  # no new weights: the option is retrieval only
-    for bn in (plain.head.bn, grey.head.bn):  # running statistics that are not the identity
-        bn.running_mean.copy_(torch.linspace(-1, 1, DIM))
-        bn.running_var.copy_(torch.linspace(0.5, 2, DIM))
-    return plain, grey
+    grey = build_model(cfg, num_classes=4, load_pretrained=False).eval()
+    bn = grey.head.bn  # running statistics that are not the identity
+    bn.running_mean.copy_(torch.linspace(-1, 1, DIM))
+    bn.running_var.copy_(torch.linspace(0.5, 2, DIM))
+    return _Plain(grey), grey
 
 
 def test_the_retrieval_vector_grows_a_grey_block_past_the_colour_dims():
-    plain, grey = _models()
-    assert plain.embed_dim == DIM and grey.embed_dim == DIM + DIM - COLOUR
+    _, grey = _models()
+    assert grey.feature_dim == DIM and grey.embed_dim == DIM + DIM - COLOUR
+    no_colour = build_model(load_config(preset="micro"), num_classes=4, load_pretrained=False)
+    assert no_colour.embed_dim == DIM and no_colour.item_dim(Modality.VIS) == DIM
     assert grey.item_dim(Modality.VIS) == 2 * DIM and grey.item_dim(Modality.SK) == DIM
 
 
@@ -81,8 +100,7 @@ def test_a_gallery_image_among_other_rows_gets_its_grey_pass():
     assert torch.equal(out[[0, 2], DIM:], torch.zeros(2, DIM - COLOUR))  # with colour pencil
 
 
-def test_a_grey_gallery_needs_a_colour_gallery_modality():
-    with pytest.raises(ConfigError, match=r"model\.grey_gallery needs a colour gallery modality"):
-        load_config(
-            preset="micro", overrides=["model.grey_gallery=true", "data.gallery_modality=nir"]
-        )
+def test_the_grey_gallery_options_are_one_option_now():
+    for key in ("model.grey_gallery=true", "loss.sdm.anchor=grey", "loss.sdm.grey=channel"):
+        with pytest.raises(ConfigError, match=r"implied by model\.head\.colour_dims > 0"):
+            load_config(preset="micro", overrides=[key])

@@ -7,10 +7,9 @@ import copy
 import pytest
 import torch
 
-from reid_core.errors import ReidError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
 from reid_core.model.backbone import build_clip
-from reid_core.model.lora import TARGETS, _MergedLinear, resolve_mode
+from reid_core.model.lora import TARGETS, _MergedLinear
 from reid_core.model.omnireid import from_clip
 from tests.model.conftest import micro, randomise_lora
 
@@ -69,7 +68,8 @@ def test_grey_stem_sees_grey_as_clip_sees_rgb():
 
 @pytest.mark.parametrize("mode", ["side", "merged"])
 def test_adapters_equal_merged_weights_and_all_get_gradients(mode):
-    model, ref = _pair(f"model.mer.mode={mode}")
+    model, ref = _pair()
+    _set_mode(model, mode)
     randomise_lora(model)
     _merge_into(ref, model, VIS)
     x = torch.randn(3, 3, 32, 16)
@@ -89,7 +89,8 @@ def test_side_and_merged_agree_on_outputs_and_gradients_frozen_or_not():
     grads = {}
     for freeze in ("false", "true"):
         for mode in ("side", "merged"):
-            model, _ = _pair(f"model.mer.mode={mode}", f"model.backbone.freeze={freeze}")
+            model, _ = _pair(f"model.backbone.freeze={freeze}")
+            _set_mode(model, mode)
             randomise_lora(model)
             torch.manual_seed(1)
             tokens, _ = model.backbone(torch.randn(2, 1, 32, 16), NIR)
@@ -128,7 +129,7 @@ def test_merged_linear_gradcheck(weight_grad):
 
 
 def test_mer_blocks_and_targets_select_adapters():
-    model, _ = _pair("model.mer.blocks=[1]", "model.mer.targets=[q,v,c_proj]")
+    model, _ = _pair("model.lora.blocks=[1]", "model.lora.targets=[q,v,c_proj]")
     assert not len(model.backbone.blocks[0].lora)
     assert set(model.backbone.blocks[1].lora["sk"]) == {"q", "v", "c_proj"}
     randomise_lora(model)
@@ -138,23 +139,22 @@ def test_mer_blocks_and_targets_select_adapters():
 
 
 def test_disabled_mer_has_no_adapters():
-    model, ref = _pair("model.mer.enabled=false")
+    model, ref = _pair("model.lora.targets=[]")
     assert model.param_groups()["lora"] == []
     x = torch.randn(2, 3, 32, 16)
     torch.testing.assert_close(model.backbone(x, VIS)[1], ref.encode_image(x), atol=1e-6, rtol=0)
 
 
-def test_mode_resolution():
-    assert resolve_mode("auto", 0.0, freeze_backbone=False) == "merged"
-    assert resolve_mode("auto", 0.0, freeze_backbone=True) == "merged"
-    assert resolve_mode("auto", 0.1, freeze_backbone=False) == "side"
-    assert resolve_mode("side", 0.0, freeze_backbone=True) == "side"
-    with pytest.raises(ReidError, match=r"model\.mer\.dropout"):
-        resolve_mode("merged", 0.1, freeze_backbone=False)
+def test_adapters_merge_into_the_weight_unless_they_have_dropout():
+    for freeze in ("false", "true"):
+        model, _ = _pair(f"model.backbone.freeze={freeze}")
+        assert {b.mode for b in model.backbone.blocks} == {"merged"}
+    model, _ = _pair("model.lora.dropout=0.1")
+    assert {b.mode for b in model.backbone.blocks} == {"side"}
 
 
 def test_side_dropout_only_in_training():
-    model, _ = _pair("model.mer.dropout=0.5")
+    model, _ = _pair("model.lora.dropout=0.5")
     assert model.backbone.mode == "side"
     randomise_lora(model)
     x = torch.randn(2, 3, 32, 16)
@@ -172,7 +172,7 @@ def test_frozen_text_tower_gets_no_gradient_and_stays_in_eval():
     model.encode({Modality.TEXT: ids})[Modality.TEXT].sum().backward()
     assert all(p.grad is None for p in model.text.parameters())
     assert model.param_groups()["text"] == []
-    assert model.sdm.pooled_proj.weight.grad is not None
+    assert model.separation.pooled_proj.weight.grad is not None
 
 
 def test_trainable_text_tower_gets_gradient():

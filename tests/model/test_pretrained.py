@@ -77,7 +77,7 @@ def test_file_of_another_architecture_is_rejected(tmp_path):
     torch.save(_source_clip().state_dict(), path)
     cfg = micro(
         f"model.clip.pretrained={path}",
-        "model.clip.custom.vision_width=64",
+        "model.clip.custom.width=64",
         "model.clip.custom.vision_layers=1",
     )
     with pytest.raises(ReidError, match="does not fit the configured architecture"):

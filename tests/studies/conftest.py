@@ -24,7 +24,7 @@ MICRO = {
     },
     "space": {
         "optim.lr.head": {"type": "float", "low": 1.0e-4, "high": 1.0e-3, "log": True},
-        "model.mer.rank": {"type": "categorical", "choices": [2, 4]},
+        "model.lora.rank": {"type": "categorical", "choices": [2, 4]},
     },
     "sampler": {"type": "random", "seed": 0},
     "pruner": {"type": "none"},

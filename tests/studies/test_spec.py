@@ -15,8 +15,8 @@ base: {preset: cpu-tiny, overrides: {train.epochs: 6, train.eval_every: 2}}
 space:
   optim.lr.backbone: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
   loss.sdm.temperature: {type: float, low: 0.1, high: 0.3}
-  model.mer.rank: {type: categorical, choices: [2, 4, 8]}
-enqueue: [{optim.lr.backbone: 3.0e-4, loss.sdm.temperature: 0.2, model.mer.rank: 4}]
+  model.lora.rank: {type: categorical, choices: [2, 4, 8]}
+enqueue: [{optim.lr.backbone: 3.0e-4, loss.sdm.temperature: 0.2, model.lora.rank: 4}]
 objective: {metric: val/score, direction: maximize}
 sampler: {type: tpe, seed: 0}
 pruner: {type: median, n_startup_trials: 2, n_warmup_steps: 2}
@@ -29,7 +29,7 @@ def test_the_issue_example_loads_as_written(tmp_path):
     path = tmp_path / "lr-temp.yaml"
     path.write_text(EXAMPLE, encoding="utf-8")
     spec = load_spec(path)
-    assert list(spec.space) == ["optim.lr.backbone", "loss.sdm.temperature", "model.mer.rank"]
+    assert list(spec.space) == ["optim.lr.backbone", "loss.sdm.temperature", "model.lora.rank"]
     assert spec.space["optim.lr.backbone"].log and spec.budget.n_trials == 8
     assert spec.effective_pruner.type == "median" and spec.storage.grace_period == 20
 
@@ -61,8 +61,8 @@ def _with(**changes):
         ({"space": {"optim.lr.bakbone": {"type": "float", "low": 1, "high": 2}}}, "bakbone"),
         ({"space": {"optim.lr.head": {"type": "float", "low": 2, "high": 1}}}, "low must be"),
         ({"space": {"optim.lr.head": {"type": "float", "low": 0, "high": 1, "log": True}}}, "> 0"),
-        ({"space": {"model.mer.rank": {"type": "int", "low": 4, "high": 4}}}, "low must be"),
-        ({"enqueue": [{"model.mer.rank": 5}]}, "outside the space"),
+        ({"space": {"model.lora.rank": {"type": "int", "low": 4, "high": 4}}}, "low must be"),
+        ({"enqueue": [{"model.lora.rank": 5}]}, "outside the space"),
         ({"enqueue": [{"optim.lr.head": 1e-3}]}, "not a parameter of the space"),
         ({"second_objective": {"metric": "latency_ms"}}, "two-objective"),
         ({"objective": {"metric": "val/loss"}}, "never produces"),
@@ -71,7 +71,7 @@ def _with(**changes):
         ({"pruner": {"type": "mediam"}}, "mediam"),
         ({"budget": {}}, "n_trials"),
         ({"surprise": 1}, "surprise"),
-        ({"space": {"model.mer.rank": {"type": "choice", "choices": [1]}}}, "choice"),
+        ({"space": {"model.lora.rank": {"type": "choice", "choices": [1]}}}, "choice"),
     ],
 )
 def test_bad_specs_are_one_line_naming_the_key(changes, expected):
@@ -83,8 +83,13 @@ def test_bad_specs_are_one_line_naming_the_key(changes, expected):
 
 def test_conditional_parameter_needs_an_earlier_parent():
     space = {
-        "model.mer.rank": {"type": "int", "low": 2, "high": 8, "when": {"model.mer.enabled": True}},
-        "model.mer.enabled": {"type": "categorical", "choices": [True, False]},
+        "model.stem.base": {
+            "type": "int",
+            "low": 8,
+            "high": 32,
+            "when": {"model.stem.kind": "conv"},
+        },
+        "model.stem.kind": {"type": "categorical", "choices": ["patch", "conv"]},
     }
     with pytest.raises(SpecError, match="listed before"):
         parse_spec(_with(space=space, enqueue=[]), "c.yaml")
@@ -102,10 +107,9 @@ def test_conditional_parameter_needs_an_earlier_parent():
         params = sample_params(trial, spec)
         seen.append(params)
         study.tell(trial, 0.0)
-        assert ("model.mer.rank" in params) == params["model.mer.enabled"]
-    assert any(p["model.mer.enabled"] for p in seen) and not all(
-        p["model.mer.enabled"] for p in seen
-    )
+        assert ("model.stem.base" in params) == (params["model.stem.kind"] == "conv")
+    kinds = {p["model.stem.kind"] for p in seen}
+    assert kinds == {"patch", "conv"}
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ def test_nan_loss_fails_that_trial_with_its_reason(tmp_path, monkeypatch, study_
 
 def test_status_json_best_and_promotion(tmp_path, monkeypatch, study_root, capsys):
     monkeypatch.chdir(tmp_path)
-    path = write_spec(tmp_path, "promo", enqueue=[{"optim.lr.head": 5e-4, "model.mer.rank": 4}])
+    path = write_spec(tmp_path, "promo", enqueue=[{"optim.lr.head": 5e-4, "model.lora.rank": 4}])
     _, place = _run_here(path, study_root, tmp_path)
     capsys.readouterr()
     assert main(["study", "status", "promo", "--storage", place.storage, "--json"]) == 0
@@ -127,7 +127,7 @@ def test_status_json_best_and_promotion(tmp_path, monkeypatch, study_root, capsy
     (parent,) = parents
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["best.trial"] == str(st["best"]["number"])
-    assert parent.data.tags["study.sampled_keys"] == "optim.lr.head,model.mer.rank"
+    assert parent.data.tags["study.sampled_keys"] == "optim.lr.head,model.lora.rank"
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
     assert {"study/trials.csv", "study/optimization_history.png"} <= names
     _, children = _runs(tmp_path, "trial")
@@ -152,8 +152,8 @@ def test_two_objectives_pick_the_pareto_trial_the_spec_names(tmp_path, monkeypat
         pruner=None,
         pareto_best={"rule": "second_within", "tolerance": 1.0},
         enqueue=[
-            {"optim.lr.head": 5e-4, "model.mer.rank": 2},
-            {"optim.lr.head": 5e-4, "model.mer.rank": 4},
+            {"optim.lr.head": 5e-4, "model.lora.rank": 2},
+            {"optim.lr.head": 5e-4, "model.lora.rank": 4},
         ],
     )
     spec, place = _run_here(path, study_root, tmp_path)
@@ -164,7 +164,7 @@ def test_two_objectives_pick_the_pareto_trial_the_spec_names(tmp_path, monkeypat
     got = trials(place.storage, "pareto")
     assert all(len(t.values) == 2 for t in got)
     best = best_trial(study, spec)  # within a tolerance of 1.0, the fewest parameters wins
-    assert best.params["model.mer.rank"] == 2
+    assert best.params["model.lora.rank"] == 2
     assert best.values[1] == min(t.values[1] for t in got)
 
 

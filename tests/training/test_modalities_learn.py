@@ -1,4 +1,4 @@
-"""Issue 9: infrared and sketch are learned, not only colour pencil and text (slow: ~6 min)."""
+"""Infrared and sketch are learned, not only colour pencil and text (slow: ~6 min)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def test_cpu_tiny_learns_infrared_and_sketch(tmp_path):
     root = tmp_path / "data"
     synthesize(root, identities=40, seed=0, size=(64, 32))
     # The preset's own 24 epochs: infrared and sketch queries are ranked against the gallery's
-    # grey pass (model.grey_gallery), which 16 epochs on 40 identities leave half trained (nir
-    # 2.9x, sk 2.5x there; 5.9x and 5.3x at 24; docs/BENCHMARKS.md, session 6)
+    # grey pass (model.head.colour_dims), which 16 epochs on 40 identities leave half trained
+    # (nir 2.9x, sk 2.5x there; 5.9x and 5.3x at 24; docs/MODALITIES.md)
     cfg = load_config(
         preset="cpu-tiny",
         overrides=[

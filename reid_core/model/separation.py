@@ -1,4 +1,5 @@
-"""SDM module: multi-head attention semantic separation of a modality's encoder tokens."""
+"""Semantic separation: multi-head attention that splits a modality's encoder tokens into a few
+semantic slots (the seed's "SDM module"; the alignment loss `loss.sdm` is another thing)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import nn
 
 from reid_core.model.layers import Attention, Mlp
 
-SDM_PARTS = 4  # learnable part queries; with the pooled token, 1 + 4 semantic slots per feature
+SEPARATION_PARTS = 4  # learnable part queries; with the pooled token, 1 + 4 slots per feature
 
 
 class SemanticSeparation(nn.Module):
@@ -25,7 +26,7 @@ class SemanticSeparation(nn.Module):
         embed_dim: int,
         dim: int,
         heads: int,
-        parts: int = SDM_PARTS,
+        parts: int = SEPARATION_PARTS,
     ) -> None:
         super().__init__()
         self.token_proj = nn.ModuleDict({t: nn.Linear(w, dim) for t, w in token_widths.items()})
