@@ -30,7 +30,8 @@ from reid_core.training.schedule import LrSchedule
 
 def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Optimizer, list[str]]:
     """One parameter group per named model group, each at its own learning rate."""
-    groups, names = [], []
+    groups: list[dict[str, Any]] = []
+    names: list[str] = []
     # the text tower trains at the backbone's rate (its own group: logged apart)
     rates = {"backbone": cfg.lr.backbone, "text": cfg.lr.backbone, "lora": cfg.lr.lora}
     for name, params in model.param_groups().items():
