@@ -1,4 +1,4 @@
-"""MER LoRA cost and model-FLOPs utilisation of one training step (issue 3).
+"""MER LoRA cost and model-FLOPs utilisation of one training step.
 
 One step = forward of a P x K batch with every modality present (4 image modalities + text), CE on
 the logits, backward, AdamW step. For each size and backbone setting the LoRA model and the same
@@ -8,7 +8,6 @@ step time / peak, where peak is the best of 5 runs of a 4096^3 fp32 matmul in th
 
     .venv/bin/python bench/lora_bench.py                       # cpu-tiny and ViT-B/16 (~8 min)
     .venv/bin/python bench/lora_bench.py --sizes cpu-tiny --reps 9
-    .venv/bin/python bench/lora_bench.py --linear                # merged vs side per linear
 """
 
 from __future__ import annotations
@@ -37,16 +36,13 @@ TARGETS = {("cpu-tiny", False): 1.10, ("vit-b16", False): 1.10, ("vit-b16", True
 class Case:
     size: str
     freeze: bool
-    mode: str  # the adapters' form: auto (the backbone's choice), merged or side
 
     @property
     def label(self) -> str:
-        return f"{self.size} {'frozen' if self.freeze else 'trainable'} {self.mode}"
+        return f"{self.size} {'frozen' if self.freeze else 'trainable'}"
 
 
-def _model(
-    size: str, freeze: bool, mode: str, lora: bool
-) -> tuple[OmniReID, torch.optim.Optimizer]:
+def _model(size: str, freeze: bool, lora: bool) -> tuple[OmniReID, torch.optim.Optimizer]:
     preset, overrides = SIZES[size]
     extra = [f"model.backbone.freeze={str(freeze).lower()}"]
     if not lora:
@@ -54,9 +50,6 @@ def _model(
     cfg = load_config(preset=preset, overrides=[*overrides, *extra])
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=100, load_pretrained=False).train()
-    if mode != "auto":  # the form the backbone would not pick: set on every block
-        for block in model.backbone.blocks:
-            block.mode = mode
     lr = {**cfg.optim.lr.model_dump(), "text": cfg.optim.lr.backbone}
     groups = [{"params": ps, "lr": lr[g]} for g, ps in model.param_groups().items() if ps]
     # fused: one kernel per tensor; the default CPU AdamW loops ~10 ops over each of the 576 small
@@ -98,8 +91,8 @@ def peak_flops(runs: int = 5, n: int = 4096) -> float:
 
 
 def measure(case: Case, warmup: int, reps: int) -> dict:
-    lora = _model(case.size, case.freeze, case.mode, True)
-    base = _model(case.size, case.freeze, case.mode, False)
+    lora = _model(case.size, case.freeze, True)
+    base = _model(case.size, case.freeze, False)
     batch = _batch(lora[0], case.size)
     flops = {
         k: count_flops(lambda m=m: _step(*m, *batch)) for k, m in (("lora", lora), ("base", base))
@@ -121,40 +114,7 @@ def measure(case: Case, warmup: int, reps: int) -> dict:
         "paired": paired,
         "min_ratio": min(times["lora"]) / min(times["base"]),
         "flops": flops,
-        "mode": lora[0].backbone.mode,
     }
-
-
-def linear_forms(reps: int = 15) -> None:
-    """Per-linear fwd+bwd of one adapted GEMM (rank 4, q/k/v as one group), merged vs side, min
-    of `reps` (noise only adds): the evidence behind `auto`."""
-    from reid_core.model.lora import LoraAdapter, adapted_linear
-
-    print(f"{'width':>6}{'out':>6}{'backbone':>10}{'base ms':>9}{'merged':>8}{'side':>8}")
-    for width, rows in ((768, 8 * 129), (128, 32 * 33)):
-        for out_mult in (3, 1, 4):
-            for frozen in (False, True):
-                out = width * out_mult
-                w = torch.randn(out, width, requires_grad=not frozen)
-                b = torch.zeros(out, requires_grad=not frozen)
-                n = 3 if out_mult == 3 else 1
-                group = [(i * width, LoraAdapter(width, out // n, 4)) for i in range(n)]
-                x, gy = torch.randn(rows, width, requires_grad=True), torch.randn(rows, out)
-                best = {}
-                for _ in range(reps):
-                    for form in ("base", "merged", "side"):
-                        adapters = [] if form == "base" else group
-                        start = time.perf_counter()
-                        y = adapted_linear(x, w, b, adapters, 0.25, form, torch.nn.Identity())
-                        y.backward(gy)
-                        t = time.perf_counter() - start
-                        best[form] = min(best.get(form, t), t)
-                print(
-                    f"{width:>6}{out:>6}{'frozen' if frozen else 'trains':>10}"
-                    f"{best['base'] * 1e3:>9.2f}{best['merged'] / best['base']:>8.2f}"
-                    f"{best['side'] / best['base']:>8.2f}",
-                    flush=True,
-                )
 
 
 def main() -> None:
@@ -163,19 +123,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3, help="measured steps per model (ViT-B/16)")
     ap.add_argument("--tiny-reps", type=int, default=15, help="measured steps per model (cpu-tiny)")
-    ap.add_argument("--modes", default="auto", help="comma list of auto, merged, side")
-    ap.add_argument("--linear", action="store_true", help="only compare the forms per linear")
     args = ap.parse_args()
-    if args.linear:
-        linear_forms()
-        return
     peak = peak_flops()
     print(
         f"threads {torch.get_num_threads()}, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s "
         f"(best of 5, 4096^3)"
     )
     head = (
-        f"{'case':<28}{'mode':>7}{'LoRA s':>9}{'base s':>9}{'ratio':>7}{'paired':>7}{'min':>7}"
+        f"{'case':<28}{'LoRA s':>9}{'base s':>9}{'ratio':>7}{'paired':>7}{'min':>7}"
         f"{'target':>7}{'GFLOP':>8}{'MFU':>6}"
     )
     print(head)
@@ -183,19 +138,18 @@ def main() -> None:
     for size in args.sizes.split(","):
         reps = args.tiny_reps if size == "cpu-tiny" else args.reps
         for freeze in (False, True):
-            for mode in args.modes.split(","):
-                r = measure(Case(size, freeze, mode), args.warmup, reps)
-                ratio = r["median"]["lora"] / r["median"]["base"]
-                target = TARGETS.get((size, freeze))
-                mfu = r["flops"]["lora"] / r["median"]["lora"] / peak
-                results.append((r, ratio, target, mfu))
-                print(
-                    f"{r['case'].label:<28}{r['mode']:>7}{r['median']['lora']:>9.3f}"
-                    f"{r['median']['base']:>9.3f}{ratio:>7.3f}{r['paired']:>7.3f}"
-                    f"{r['min_ratio']:>7.3f}{'<=' + str(target) if target else '-':>7}"
-                    f"{r['flops']['lora'] / 1e9:>8.1f}{mfu:>6.0%}",
-                    flush=True,
-                )
+            r = measure(Case(size, freeze), args.warmup, reps)
+            ratio = r["median"]["lora"] / r["median"]["base"]
+            target = TARGETS.get((size, freeze))
+            mfu = r["flops"]["lora"] / r["median"]["lora"] / peak
+            results.append((r, ratio, target, mfu))
+            print(
+                f"{r['case'].label:<28}{r['median']['lora']:>9.3f}"
+                f"{r['median']['base']:>9.3f}{ratio:>7.3f}{r['paired']:>7.3f}"
+                f"{r['min_ratio']:>7.3f}{'<=' + str(target) if target else '-':>7}"
+                f"{r['flops']['lora'] / 1e9:>8.1f}{mfu:>6.0%}",
+                flush=True,
+            )
     print_figures(results)
 
 

@@ -36,16 +36,25 @@ _DATA = click.option(
     metavar="CHECKPOINT",
     help="Start the new run folder OUT from another run's checkpoint (its config and epoch).",
 )
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Profile a window of steps after warm-up into OUT/profile.json and a trace "
+    "(the same as --set train.profile=true).",
+)
 @tracking_options
-def train_cmd(no_track: bool, **options: Any) -> None:
+def train_cmd(no_track: bool, profile: bool, **options: Any) -> None:
     """Train on ROOT: val every `train.eval_every` epochs, test once at the end.
 
     Writes OUT/config.yaml, OUT/checkpoints/{last,best}.pt, OUT/history.jsonl and
-    OUT/metrics.json, and prints the test table. Under `torchrun --nproc-per-node N` it trains
-    data-parallel; rank 0 alone tracks, writes and prints (docs/DISTRIBUTED.md).
+    OUT/metrics.json (and OUT/profile.json with --profile), and prints the test table. Under
+    `torchrun --nproc-per-node N` it trains data-parallel; rank 0 alone tracks, writes and
+    prints (docs/DISTRIBUTED.md).
     """
     from reid_core.training import distributed
 
+    if profile:
+        options["overrides"] = (*options["overrides"], "train.profile=true")
     try:
         # every rank but rank 0 of a torchrun launch runs untracked
         _train(no_track=no_track or not distributed.launched().is_main, **options)

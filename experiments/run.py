@@ -119,7 +119,10 @@ def train(
     hooks = [ProgressCallback(cfg.train.log_every), ckpt, HistoryCallback(paths.history)]
     main = current().is_main
     every = [*hooks, *callbacks] if main else []
-    trainer = build_trainer(cfg, data, every, load_pretrained=load_pretrained)
+    profile_dir = paths.out if cfg.train.profile and main else None
+    trainer = build_trainer(
+        cfg, data, every, load_pretrained=load_pretrained, profile_dir=profile_dir
+    )
     if main:
         paths.out.mkdir(parents=True, exist_ok=True)
         paths.config.write_text(to_yaml(cfg), encoding="utf-8")

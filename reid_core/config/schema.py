@@ -49,6 +49,9 @@ class DataConfig(Section):
     on_bad_image: Literal["skip", "fail"] = Field(
         "fail", description="an undecodable training image: skip it (counted) or stop"
     )
+    cache: Literal["auto", "off"] = Field(
+        "auto", description="decode each image once into a shared uint8 cache (auto: if it fits)"
+    )
     augment: AugmentConfig = AugmentConfig()
     modality_dropout: ModalityDropoutConfig = ModalityDropoutConfig()
 
@@ -274,8 +277,13 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast dtype; auto: fp16 with GradScaler on CUDA, fp32 on CPU"
     )
-    log_every: int = Field(20, ge=1, description="steps between log lines")
+    log_every: int = Field(20, ge=1, description="steps between log lines (and device reads)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps (smoke runs)")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads (None: what the placement gives the process)"
+    )
+    compile: bool = Field(False, description="run the model through torch.compile")
+    profile: bool = Field(False, description="profile a window of steps into profile.json")
 
 
 # ----------------------------------------------------------------------------------------- eval

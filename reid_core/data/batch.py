@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from reid_core.modality import ALL_MODALITIES, Modality
@@ -25,8 +26,24 @@ class ModalBatch:
     labels: torch.Tensor
     paths: list[str] = field(default_factory=list)  # anchor path per sample, for logging
     bad: list[str] = field(default_factory=list)  # undecodable paths skipped in this batch
+    # the mask on the host: what the step plans with, without reading device memory
+    host: np.ndarray | None = field(default=None, repr=False)
+    validate: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
+        if self.host is None and self.mask.device.type == "cpu":
+            self.host = self.mask.numpy().copy()
+        if self.validate:
+            self._validate()
+
+    def host_mask(self) -> np.ndarray:
+        """The modality mask as a host array (a device sync only for a batch made on a device
+        without one)."""
+        if self.host is None:
+            self.host = self.mask.cpu().numpy()
+        return self.host
+
+    def _validate(self) -> None:
         if self.mask.dtype != torch.bool or self.mask.dim() != 2:
             raise ValueError(f"mask must be a [B, {len(ALL_MODALITIES)}] bool tensor")
         for m, x in self.inputs.items():
@@ -41,15 +58,19 @@ class ModalBatch:
         return int(self.mask.shape[0])
 
     def present(self) -> list[Modality]:
-        return [m for m in ALL_MODALITIES if bool(self.mask[:, m.column].any())]
+        host = self.host_mask()
+        return [m for m in ALL_MODALITIES if host[:, m.column].any()]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalBatch:
+        """The batch on `device` (validated once, where it was made: no check reads the copy)."""
         return ModalBatch(
             inputs={m: x.to(device, non_blocking=non_blocking) for m, x in self.inputs.items()},
             mask=self.mask.to(device, non_blocking=non_blocking),
             pids=self.pids.to(device, non_blocking=non_blocking),
             labels=self.labels.to(device, non_blocking=non_blocking),
             paths=self.paths,
+            host=self.host_mask(),
+            validate=False,
         )
 
     def select(self, modalities: tuple[Modality, ...] | list[Modality]) -> ModalBatch:

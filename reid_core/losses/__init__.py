@@ -5,17 +5,17 @@ from reid_core.losses.objective import (
     ReidObjective,
     alignment_weight,
     norm_band_penalty,
-    query_combinations,
-    select_rows,
 )
-from reid_core.losses.sdm import sdm_loss
+from reid_core.losses.plan import make_plan, query_combinations
+from reid_core.losses.sdm import sdm_loss, sdm_terms
 
 __all__ = [
     "LossParts",
     "ReidObjective",
     "alignment_weight",
+    "make_plan",
     "norm_band_penalty",
     "query_combinations",
     "sdm_loss",
-    "select_rows",
+    "sdm_terms",
 ]

@@ -14,7 +14,7 @@ from torch import nn
 from reid_core.config.schema import ClipConfig, LoraConfig, StemConfig
 from reid_core.errors import ConfigError, ReidError
 from reid_core.modality import CLIP_MEAN, CLIP_STD, GREY_MEAN, GREY_STD, Modality
-from reid_core.model.lora import MerBlock, build_adapters
+from reid_core.model.lora import MerBlock, Route
 from reid_core.model.pretrained import is_local_file
 from reid_core.model.stems import ConvStem
 
@@ -175,21 +175,19 @@ class VisionBackbone(nn.Module):
         self.ln_post, self.proj = visual.ln_post, visual.proj
         self.image_size, self.grid_size = tuple(visual.image_size), tuple(visual.grid_size)
         self.width, self.output_dim = visual.transformer.width, visual.output_dim
-        # merged into the weight (one GEMM) unless adapter dropout needs the side form
-        self.mode = "side" if lora.dropout > 0 else "merged"
         resblocks = visual.transformer.resblocks
         with_lora = _lora_blocks(lora, len(resblocks), name)
         self.blocks = nn.ModuleList(
-            self._mer_block(b, lora, i in with_lora) for i, b in enumerate(resblocks)
+            MerBlock(
+                b,
+                modalities if i in with_lora else (),
+                lora.targets,
+                lora.rank,
+                lora.alpha,
+                lora.dropout,
+            )
+            for i, b in enumerate(resblocks)
         )
-
-    def _mer_block(self, block: Any, lora: LoraConfig, adapted: bool) -> MerBlock:
-        mlp_width = block.mlp.c_fc.out_features
-        adapters = {
-            m: build_adapters(self.width, mlp_width, lora.targets, lora.rank)
-            for m in (self.modalities if adapted else ())
-        }
-        return MerBlock(block, adapters, lora.alpha / lora.rank, self.mode, lora.dropout)
 
     def stem(self, modality: Modality) -> nn.Module:
         if not isinstance(modality, Modality) or modality.value not in self.stems:
@@ -199,7 +197,9 @@ class VisionBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, modality: Modality) -> tuple[torch.Tensor, torch.Tensor]:
         """`[batch, C, H, W]` -> (tokens `[batch, 1 + grid, width]`, pooled `[batch, embed]`)."""
-        stem = self.stem(modality)
+        return self.forward_segments([(modality, x)])
+
+    def _check(self, modality: Modality, x: torch.Tensor) -> None:
         if (
             x.dim() != 4
             or x.shape[1] != modality.channels
@@ -209,11 +209,27 @@ class VisionBackbone(nn.Module):
                 f"{modality.value} images must be [batch, {modality.channels}, "
                 f"{self.image_size[0]}, {self.image_size[1]}], got {list(x.shape)}"
             )
-        x = stem(x).flatten(2).transpose(1, 2)  # [batch, grid, width]
+
+    def forward_segments(
+        self, segments: list[tuple[Modality, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images of several modalities in one pass: `segments` `[(modality, [n_i, C, H, W])]`
+        -> (tokens `[sum n_i, 1 + grid, width]`, pooled `[sum n_i, embed]`), rows in segment
+        order. Each segment has its own stem call (a conv stem's BatchNorm sees one segment, as
+        when the modalities ran apart); the blocks run once, each row with its own adapters."""
+        parts = []
+        for modality, x in segments:
+            stem = self.stem(modality)
+            self._check(modality, x)
+            parts.append(stem(x).flatten(2).transpose(1, 2))  # [n_i, grid, width]
+        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+        positions = [self.modalities.index(m) for m, _ in segments]
+        sizes = [(p, int(t.shape[0])) for p, (_, t) in zip(positions, segments, strict=True)]
+        route = Route.of(sizes, len(self.modalities), x.device)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        x = self.ln_pre(self.patch_dropout(x))  # [batch, 1 + grid, width]
+        x = self.ln_pre(self.patch_dropout(x))  # [N, 1 + grid, width]
         for block in self.blocks:
-            x = block(x, modality)
+            x = block(x, route)
         x = self.ln_post(x)
         return x, x[:, 0] @ self.proj

@@ -11,9 +11,13 @@ from reid_core.modality import Modality
 COLOUR_MODALITIES = (Modality.VIS, Modality.CP, Modality.TEXT)
 
 
+_COLOUR_COLUMNS = tuple(m.column in {c.column for c in COLOUR_MODALITIES} for m in Modality)
+
+
 def colourless_rows(mask: torch.Tensor) -> torch.Tensor:
     """`[batch, modalities]` mask -> `[batch]`: rows holding no modality that sees colour."""
-    return ~mask[:, [m.column for m in COLOUR_MODALITIES]].any(dim=1)
+    colour = torch.tensor(_COLOUR_COLUMNS, device=mask.device)
+    return ~(mask & colour).any(dim=1)
 
 
 class BNNeckHead(nn.Module):
@@ -46,15 +50,13 @@ class BNNeckHead(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`[batch, dim]` (and the rows' modality mask) -> (bn_features `[batch, dim]`, logits
         `[batch, num_classes]`). `colourless` (`[batch]` bool) marks more rows whose colour was
-        taken away, such as the objective's grey and outline passes of RGB images."""
+        taken away, such as the objective's grey pass of RGB images."""
         bn = self.bn(fused)
         if self.colour_dims and (mask is not None or colourless is not None):
-            drop = torch.zeros(bn.shape[0], dtype=torch.bool, device=bn.device)
-            if mask is not None:
-                drop = drop | colourless_rows(mask)
-            if colourless is not None:
-                drop = drop | colourless
-            gate = torch.ones_like(bn)
-            gate[drop, : self.colour_dims] = 0
-            bn = bn * gate
+            rows = [colourless_rows(mask)] if mask is not None else []
+            rows += [colourless] if colourless is not None else []
+            drop = rows[0] if len(rows) == 1 else rows[0] | rows[1]
+            # 0 on the colour dimensions of the rows without colour, 1 elsewhere
+            colour = torch.arange(bn.shape[1], device=bn.device) < self.colour_dims
+            bn = bn * ~(drop[:, None] & colour)
         return bn, self.classifier(self.dropout(bn))

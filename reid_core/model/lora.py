@@ -5,24 +5,24 @@ and the functional call reads `out_proj.weight` directly, so a hook or wrapper o
 runs. `MerBlock` therefore reuses open_clip's block weights (same parameter names) and runs its own
 forward over them with `F.scaled_dot_product_attention`.
 
-An adapter group is every adapter that shares one GEMM: q, k and v share `in_proj_weight`, the
-others have a GEMM each. A group is applied as one low-rank pair (`down` = the adapters' A stacked
-`[n * rank, in]`, `up` = their B placed block-diagonally at their rows `[out, n * rank]`), so q, k
-and v make one pass over x, not three. Two forms (the backbone picks merged unless the adapters
-have dropout; docs/BENCHMARKS.md measures both):
-
-- merged: `y = x (W + s up down)^T + b` in one GEMM. Its backward (`_MergedLinear`) takes the
-  adapters' gradients from the weight gradient when W trains (it is computed anyway, so LoRA is
-  nearly free) and from skinny GEMMs over x and dy when W is frozen (no weight-gradient GEMM).
-- side: `y = x W^T + b + s (drop(x) down^T) up^T`, the only form that can apply adapter dropout.
+The images of every modality go through the blocks together: each shared weight is one GEMM over
+all rows, and each row gets the update of its own modality's adapters. An adapter group is every
+adapter that shares one GEMM (q, k and v share `in_proj_weight`; out, c_fc and c_proj have one
+each). Its adapters are stacked over modalities (`down` `[M, n, r, in]`, `up` `[M, n, out, r]`),
+so the update of a mixed batch is two skinny GEMMs whatever the number of modalities:
+`u = x A^T` for every modality's A at once, `u` masked to the columns of the row's own modality
+(`Route`), then `u B^T` with the B of each target placed at the rows it owns. The extra work is
+the down-projection for the other modalities' columns: `M x rank` columns next to the weight's
+`out`, a few percent of the GEMM.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,144 +32,100 @@ from reid_core.modality import Modality
 
 TARGETS: tuple[str, ...] = ("q", "k", "v", "out", "c_fc", "c_proj")
 # The GEMM each target adapts, and which third of a packed in_proj_weight it owns.
-_GROUP = {"q": "qkv", "k": "qkv", "v": "qkv", "out": "out", "c_fc": "c_fc", "c_proj": "c_proj"}
+GROUP_OF = {"q": "qkv", "k": "qkv", "v": "qkv", "out": "out", "c_fc": "c_fc", "c_proj": "c_proj"}
 _QKV_ROW = {"q": 0, "k": 1, "v": 2}
 
 
-class LoraAdapter(nn.Module):
-    """One low-rank update `s * up @ down` of a `[out, in]` weight; `up` starts at zero."""
+class Route:
+    """Which modality each image row of a forward belongs to: a one-hot `[N, M]` over the
+    backbone's modalities, built on the host from the segment sizes (no device sync), and its
+    column masks per group width, built once per forward."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
+    def __init__(self, onehot: torch.Tensor) -> None:
+        self.onehot = onehot  # [N, M] bool
+        self._columns: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def of(cls, sizes: Sequence[tuple[int, int]], modalities: int, device: Any) -> Route:
+        """`sizes`: (modality position, rows) per segment, in row order."""
+        onehot = np.zeros((sum(n for _, n in sizes), modalities), dtype=bool)
+        start = 0
+        for position, n in sizes:
+            onehot[start : start + n, position] = True
+            start += n
+        return cls(torch.from_numpy(onehot).to(device, non_blocking=True))
+
+    def columns(self, width: int) -> torch.Tensor:
+        """`[N, 1, M * width]` bool: True in the `width` columns of the row's own modality."""
+        if width not in self._columns:
+            self._columns[width] = self.onehot.repeat_interleave(width, dim=1)[:, None, :]
+        return self._columns[width]
+
+
+class LoraGroup(nn.Module):
+    """The adapters of one GEMM for every modality: `down` `[M, n, r, in]` (A, kaiming-uniform as
+    nn.Linear and PEFT), `up` `[M, n, out, r]` (B, zero: an adapter starts as the identity).
+    `starts[j]` is the first output row target j owns (q, k and v share one packed weight)."""
+
+    def __init__(
+        self, modalities: int, targets: Sequence[str], in_f: int, out_f: int, rank: int
+    ) -> None:
         super().__init__()
-        self.down = nn.Parameter(torch.empty(rank, in_features))  # A [rank, in]
-        self.up = nn.Parameter(torch.zeros(out_features, rank))  # B [out, rank]
-        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))  # as nn.Linear (and PEFT) init A
+        self.targets = tuple(targets)
+        self.starts = tuple(_QKV_ROW.get(t, 0) * out_f for t in self.targets)
+        self.out_total = 3 * out_f if GROUP_OF[self.targets[0]] == "qkv" else out_f
+        n = len(self.targets)
+        self.down = nn.Parameter(torch.empty(modalities, n, rank, in_f))
+        self.up = nn.Parameter(torch.zeros(modalities, n, out_f, rank))
 
+    def init_adapter(self, modality: int, target: str) -> None:
+        """Initialise one adapter's A (in the order the adapters were always drawn)."""
+        a = self.down.data[modality, self.targets.index(target)]  # [r, in]
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
-def _merged_autocast(rows, weight, bias, down, up, scale) -> torch.Tensor:
-    """`_MergedLinear` under autocast: a custom Function is not autocast itself, so its inputs
-    are cast to the autocast dtype here and it runs with autocast off (its backward then sees
-    one dtype, as `F.linear` under autocast would)."""
-    dev = rows.device.type
-    if not torch.is_autocast_enabled(dev):
-        return _MergedLinear.apply(rows, weight, bias, down, up, scale)
-    dt = torch.get_autocast_dtype(dev)
-    cast = [t if t is None else t.to(dt) for t in (rows, weight, bias, down, up)]
-    with torch.autocast(dev, enabled=False):
-        return _MergedLinear.apply(*cast, scale)
-
-
-class _MergedLinear(torch.autograd.Function):
-    """`x (W + s up down)^T + b`, one GEMM; the backward never forms dW when W is frozen.
-
-    W trains: dW = dy^T x is computed anyway and the adapters' gradients are tiny GEMMs on it.
-    W frozen: the forward appends `down`'s rows to the weight, so the same GEMM also yields
-    `u = x down^T`; the backward adds three skinny GEMMs (dy up, dy^T u, (dy up)^T x), each one
-    pass over an activation, instead of the full weight-gradient GEMM autograd would run.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, down, up, scale):  # x [rows, in]
-        need_w, need_down, need_up = (ctx.needs_input_grad[i] for i in (1, 3, 4))
-        ctx.scale, ctx.frozen = scale, not need_w and (need_down or need_up)
-        if not ctx.frozen:
-            w_eff = torch.addmm(weight, up, down, alpha=scale)  # [out, in]
-            ctx.save_for_backward(x, w_eff, down, up)
-            return F.linear(x, w_eff, bias)
-        out, rank = weight.shape[0], down.shape[0]
-        w_cat = weight.new_empty(out + rank, weight.shape[1])  # [W_eff; down], built in place
-        torch.addmm(weight, up, down, alpha=scale, out=w_cat[:out])
-        w_cat[out:] = down
-        b_cat = None if bias is None else torch.cat([bias, bias.new_zeros(rank)])
-        yu = F.linear(x, w_cat, b_cat)  # [rows, out + n r]: y and u = x down^T in one GEMM
-        ctx.save_for_backward(x, w_cat[:out], down, up, yu[:, out:])
-        return yu[:, :out]
-
-    @staticmethod
-    def backward(ctx, gy):  # gy [rows, out]
-        s = ctx.scale
-        need_x, need_w, need_b, need_down, need_up, _ = ctx.needs_input_grad
-        gb = gy.sum(0) if need_b else None
-        if ctx.frozen:
-            x, w_eff, down, up, u = ctx.saved_tensors
-            gx = gy @ w_eff if need_x else None  # the GEMM the frozen base model runs too
-            gu = gy @ up  # [rows, n r]
-            gup = (gy.t() @ u).mul_(s) if need_up else None  # [out, n r]
-            gdown = (gu.t() @ x).mul_(s) if need_down else None  # [n r, in]
-            return gx, None, gb, gdown, gup, None
-        x, w_eff, down, up = ctx.saved_tensors
-        gx = gy @ w_eff if need_x else None
-        gw = gy.t() @ x if need_w else None  # [out, in]
-        gup = (gw @ down.t()).mul_(s) if gw is not None and need_up else None
-        gdown = (up.t() @ gw).mul_(s) if gw is not None and need_down else None
-        return gx, gw, gb, gdown, gup, None
-
-
-def _lowrank_pair(
-    adapters: Sequence[tuple[int, LoraAdapter]], out_features: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack a group's adapters: `down` `[n r, in]`, `up` `[out, n r]` block-diagonal at the rows
-    each adapter owns (zero rows for targets without one)."""
-    if len(adapters) == 1 and adapters[0][1].up.shape[0] == out_features:
-        return adapters[0][1].down, adapters[0][1].up
-    total = sum(a.up.shape[1] for _, a in adapters)
-    blocks, col, row = [], 0, 0
-    for start, adapter in adapters:
-        rows, rank = adapter.up.shape
-        if start > row:
-            blocks.append(adapter.up.new_zeros(start - row, total))
-        blocks.append(F.pad(adapter.up, (col, total - col - rank)))
-        col, row = col + rank, start + rows
-    if row < out_features:
-        blocks.append(blocks[-1].new_zeros(out_features - row, total))
-    return torch.cat([a.down for _, a in adapters]), torch.cat(blocks)
+    def up_matrix(self) -> torch.Tensor:
+        """Every modality's B placed at its target's rows: `[out_total, M * n * r]`."""
+        m, n, out, r = self.up.shape
+        if n == 1 and out == self.out_total:
+            return self.up[:, 0].permute(1, 0, 2).reshape(out, m * r)
+        full = self.up.new_zeros(self.out_total, m, n, r)
+        for j, start in enumerate(self.starts):
+            full[start : start + out, :, j] = self.up[:, j].permute(1, 0, 2)
+        return full.view(self.out_total, m * n * r)
 
 
 def adapted_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
-    adapters: Sequence[tuple[int, LoraAdapter]],
+    group: LoraGroup | None,
+    route: Route | None,
     scale: float,
-    mode: str,
     dropout: nn.Module,
 ) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` plus the group's adapters; `x` `[..., in]` -> `[..., out]`."""
-    if not adapters:
-        return F.linear(x, weight, bias)
-    down, up = _lowrank_pair(adapters, weight.shape[0])
-    rows = x.reshape(-1, x.shape[-1])  # [tokens, in]; a view: x comes from LayerNorm or a GEMM
-    if mode == "merged":
-        y = _merged_autocast(rows, weight, bias, down, up, scale)
-    else:
-        y = torch.addmm(
-            F.linear(rows, weight, bias), F.linear(dropout(rows), down), up.t(), alpha=scale
-        )
-    return y.view(*x.shape[:-1], weight.shape[0])
-
-
-def build_adapters(width: int, mlp_width: int, targets: Sequence[str], rank: int) -> nn.ModuleDict:
-    """One modality's adapters for one block, keyed by target name."""
-    shapes = {
-        "q": (width, width),
-        "k": (width, width),
-        "v": (width, width),
-        "out": (width, width),
-        "c_fc": (width, mlp_width),
-        "c_proj": (mlp_width, width),
-    }
-    return nn.ModuleDict({t: LoraAdapter(*shapes[t], rank) for t in TARGETS if t in targets})
+    """`F.linear(x, weight, bias)` plus each row's own modality's adapters; `x` `[N, T, in]`."""
+    y = F.linear(x, weight, bias)  # [N, T, out]
+    if group is None or route is None:
+        return y
+    n, t, width = x.shape
+    u = F.linear(dropout(x), group.down.reshape(-1, width))  # [N, T, M n r]
+    u = u * route.columns(u.shape[-1] // route.onehot.shape[1])
+    y = torch.addmm(y.view(n * t, -1), u.view(n * t, -1), group.up_matrix().t(), alpha=scale)
+    return y.view(n, t, -1)
 
 
 class MerBlock(nn.Module):
-    """open_clip's `ResidualAttentionBlock` weights with a forward routed by modality."""
+    """open_clip's `ResidualAttentionBlock` weights with a forward routed by modality.
+
+    `lora` holds one `LoraGroup` per adapted GEMM (empty: a block without adapters)."""
 
     def __init__(
         self,
         block: Any,  # open_clip ResidualAttentionBlock
-        lora: dict[Modality, nn.ModuleDict],
-        scale: float,
-        mode: str,
+        modalities: Sequence[Modality],
+        targets: Sequence[str],
+        rank: int,
+        alpha: float,
         dropout: float,
     ) -> None:
         super().__init__()
@@ -181,47 +137,55 @@ class MerBlock(nn.Module):
         self.ln_1, self.attn, self.ls_1 = block.ln_1, block.attn, block.ls_1
         self.ln_2, self.mlp, self.ls_2 = block.ln_2, block.mlp, block.ls_2
         self.heads = block.attn.num_heads
-        self.lora = nn.ModuleDict({m.value: a for m, a in lora.items()})
-        self.scale, self.mode = scale, mode
+        self.modalities = tuple(modalities)
+        self.scale = alpha / rank
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self._groups = {m: self._group(a) for m, a in lora.items()}
+        self.lora = nn.ModuleDict(self._groups(targets, rank) if modalities else {})
+        self._groups_by_name: dict[str, LoraGroup] = dict(self.lora.items())  # type: ignore[arg-type]
+        for m in range(len(self.modalities)):  # A drawn modality by modality, target by target
+            for target in TARGETS:
+                if target in targets:
+                    self.group_of(target).init_adapter(m, target)
 
-    def _group(self, adapters: nn.ModuleDict) -> dict[str, list[tuple[int, LoraAdapter]]]:
-        width = self.attn.embed_dim
-        groups: dict[str, list[tuple[int, LoraAdapter]]] = {}
-        for target in adapters:
-            adapter = cast(LoraAdapter, adapters[target])
-            start = _QKV_ROW.get(target, 0) * width
-            groups.setdefault(_GROUP[target], []).append((start, adapter))
-        return {g: sorted(a, key=lambda p: p[0]) for g, a in groups.items()}
+    def _groups(self, targets: Sequence[str], rank: int) -> dict[str, LoraGroup]:
+        width, mlp_width = self.attn.embed_dim, self.mlp.c_fc.out_features
+        shapes = {"qkv": (width, width), "out": (width, width)}
+        shapes |= {"c_fc": (width, mlp_width), "c_proj": (mlp_width, width)}
+        groups: dict[str, list[str]] = {}
+        for target in TARGETS:
+            if target in targets:
+                groups.setdefault(GROUP_OF[target], []).append(target)
+        m = len(self.modalities)
+        return {g: LoraGroup(m, ts, *shapes[g], rank) for g, ts in groups.items()}
 
-    def _route(self, modality: Modality) -> dict[str, list[tuple[int, LoraAdapter]]]:
-        if not self._groups:  # a block outside model.lora.blocks (or no targets)
-            return {}
-        try:
-            return self._groups[modality]
-        except KeyError:
-            raise ReidError(f"no MER adapters for modality {modality!r}") from None
+    def group_of(self, target: str) -> LoraGroup:
+        return self.lora[GROUP_OF[target]]  # type: ignore[return-value]
 
-    def _linear(self, x: torch.Tensor, layer_w, layer_b, group: list) -> torch.Tensor:
-        return adapted_linear(x, layer_w, layer_b, group, self.scale, self.mode, self.lora_dropout)
+    def adapter(self, modality: Modality, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One modality's adapter of one target: views of (A `[r, in]`, B `[out, r]`)."""
+        group, m = self.group_of(target), self.modalities.index(modality)
+        j = group.targets.index(target)
+        return group.down[m, j], group.up[m, j]
 
-    def attention(self, x: torch.Tensor, groups: dict) -> torch.Tensor:
+    def _linear(self, x: torch.Tensor, layer: Any, name: str, route: Route | None) -> Any:
+        weight = layer.in_proj_weight if name == "qkv" else layer.weight
+        bias = layer.in_proj_bias if name == "qkv" else layer.bias
+        group = self._groups_by_name.get(name)
+        return adapted_linear(x, weight, bias, group, route, self.scale, self.lora_dropout)
+
+    def attention(self, x: torch.Tensor, route: Route | None) -> torch.Tensor:
         n, t, width = x.shape  # [batch, tokens, width]
-        attn = self.attn
-        qkv = self._linear(x, attn.in_proj_weight, attn.in_proj_bias, groups.get("qkv", []))
+        qkv = self._linear(x, self.attn, "qkv", route)
         q, k, v = qkv.view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [batch, heads, t, hd]
         o = F.scaled_dot_product_attention(q, k, v)  # [batch, heads, tokens, head_dim]
         o = o.transpose(1, 2).reshape(n, t, width)
-        out = attn.out_proj
-        return self._linear(o, out.weight, out.bias, groups.get("out", []))
+        return self._linear(o, self.attn.out_proj, "out", route)
 
-    def mlp_forward(self, x: torch.Tensor, groups: dict) -> torch.Tensor:
-        fc, proj = self.mlp.c_fc, self.mlp.c_proj
-        h = self.mlp.gelu(self._linear(x, fc.weight, fc.bias, groups.get("c_fc", [])))
-        return self._linear(h, proj.weight, proj.bias, groups.get("c_proj", []))
+    def mlp_forward(self, x: torch.Tensor, route: Route | None) -> torch.Tensor:
+        h = self.mlp.gelu(self._linear(x, self.mlp.c_fc, "c_fc", route))
+        return self._linear(h, self.mlp.c_proj, "c_proj", route)
 
-    def forward(self, x: torch.Tensor, modality: Modality) -> torch.Tensor:
-        groups = self._route(modality)
-        x = x + self.ls_1(self.attention(self.ln_1(x), groups))
-        return x + self.ls_2(self.mlp_forward(self.ln_2(x), groups))
+    def forward(self, x: torch.Tensor, route: Route | None) -> torch.Tensor:
+        """`x` `[N, T, width]`; `route` says which modality's adapters each row uses."""
+        x = x + self.ls_1(self.attention(self.ln_1(x), route))
+        return x + self.ls_2(self.mlp_forward(self.ln_2(x), route))

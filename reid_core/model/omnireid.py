@@ -88,8 +88,10 @@ class OmniReID(nn.Module):
         return self
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Captions -> token ids `[N, context_length]` (open_clip's bundled BPE)."""
-        return self._tokenizer(list(texts))
+        """Captions -> token ids `[N, L]` (open_clip's bundled BPE), cut after the longest
+        caption's end token where that is exact (`TextEncoder.trim`), on the host."""
+        ids = self._tokenizer(list(texts))
+        return self.text.trim(ids) if self.text is not None else ids
 
     def _check(self, modality: Modality) -> None:
         if not isinstance(modality, Modality) or modality not in self.modalities:
@@ -97,23 +99,45 @@ class OmniReID(nn.Module):
             raise ReidError(f"unknown modality {modality!r} for this model (known: {known})")
 
     def encode_one(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
-        """One backbone pass: images `[N, C, H, W]` or token ids `[N, L]` -> `[N, D]`."""
-        self._check(modality)
-        if x.shape[0] == 0:  # no sample has it: nothing to run (the mask column is all False)
-            return self.head.bn.weight.new_zeros(0, self.feature_dim)
-        if modality is Modality.TEXT:
-            assert self.text is not None  # _check: TEXT is only known with a text tower
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text):
-                tokens, pooled, padding = self.text(x)
-            return self.separation(tokens, pooled, "text", padding)
-        tokens, pooled = self.backbone(x, modality)
-        return self.separation(tokens, pooled, "vision")
+        """One modality: images `[N, C, H, W]` or token ids `[N, L]` -> `[N, D]`."""
+        return self.encode_segments([(modality, x)])[0]
+
+    def encode_segments(self, segments: list[tuple[Modality, torch.Tensor]]) -> list[torch.Tensor]:
+        """Features `[n_i, D]` of each `(modality, inputs)` segment. The image segments go
+        through the backbone together (one pass, each row with its own modality's adapters) and
+        the semantic separation together; text through the text tower. A modality may appear in
+        several segments (the objective's grey pass of the RGB images is a second RGB one)."""
+        for m, _ in segments:
+            self._check(m)  # strict routing: a plain string or a foreign modality raises
+        out: list[torch.Tensor] = [self._empty() for _ in segments]
+        images = [i for i, (m, x) in enumerate(segments) if m.is_image and x.shape[0] > 0]
+        if images:
+            tokens, pooled = self.backbone.forward_segments([segments[i] for i in images])
+            feats = self.separation(tokens, pooled, "vision")  # [sum n_i, D]
+            sizes = [int(segments[i][1].shape[0]) for i in images]
+            for i, part in zip(images, feats.split(sizes), strict=True):
+                out[i] = part
+        for i, (m, x) in enumerate(segments):
+            if m is Modality.TEXT and x.shape[0] > 0:
+                out[i] = self._encode_text(x)
+        return out
+
+    def _empty(self) -> torch.Tensor:
+        return self.head.bn.weight.new_zeros(0, self.feature_dim)
+
+    def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        assert self.text is not None  # _check: TEXT is only known with a text tower
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text):
+            tokens, pooled, padding = self.text(ids)
+        return self.separation(tokens, pooled, "text", padding)
 
     def encode(self, inputs: dict[Modality, torch.Tensor]) -> dict[Modality, torch.Tensor]:
         """Per-modality features after semantic separation `[N_m, D]`, packed like `inputs`."""
         for m in inputs:
-            self._check(m)  # strict routing: a plain string or a foreign modality raises
-        return {m: self.encode_one(m, inputs[m]) for m in self.modalities if m in inputs}
+            self._check(m)
+        order = [m for m in self.modalities if m in inputs]
+        feats = self.encode_segments([(m, inputs[m]) for m in order])
+        return dict(zip(order, feats, strict=True))
 
     def fuse(self, features: dict[Modality, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """Fuse the modalities whose mask column has any True -> `[B, D]`."""
@@ -137,10 +161,10 @@ class OmniReID(nn.Module):
     def encode_item(self, modality: Modality, x: torch.Tensor) -> torch.Tensor:
         """Retrieval-time encoding of one modality's items -> `[N, item_dim(modality)]`: one
         backbone pass, and for the grey-gallery modality its grey (luma) pass after it."""
-        feats = self.encode_one(modality, x)
         if modality is not self.grey_gallery:
-            return feats
-        return torch.cat([feats, self.encode_one(modality, grey_image(x))], dim=1)
+            return self.encode_one(modality, x)
+        colour, grey = self.encode_segments([(modality, x), (modality, grey_image(x))])
+        return torch.cat([colour, grey], dim=1)
 
     def retrieval_vectors(
         self, features: dict[Modality, torch.Tensor], mask: torch.Tensor

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from reid_core.config.schema import ReidConfig
 from reid_core.modality import ALL_MODALITIES, Modality
-from reid_core.model.lora import MerBlock
+from reid_core.model.lora import LoraGroup, MerBlock
 from reid_core.model.omnireid import GROUPS, OmniReID, build_model
 
 _aten = torch.ops.aten
@@ -32,7 +32,7 @@ def _sdpa_cpu_backward(
 
 
 # torch's flop counter knows the CUDA attention kernels but not the CPU flash kernel SDPA uses here
-_CPU_ATTENTION = {
+CPU_ATTENTION_FLOPS = {
     _aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
     _aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
 }
@@ -40,7 +40,7 @@ _CPU_ATTENTION = {
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs (2 per multiply-add) of the GEMMs, convolutions and attention `fn` runs."""
-    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
         fn()
     return int(counter.get_total_flops())
 
@@ -78,9 +78,13 @@ def _parameters(model: OmniReID) -> dict[str, dict[str, int]]:
 
 def _lora(model: OmniReID) -> dict[str, Any]:
     per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for name, p in model.named_param_groups(trainable=False)["lora"]:
-        modality, target = name.split(".lora.")[1].split(".")[:2]  # ...lora.<modality>.<target>.up
-        per[modality][target] += p.numel()
+    for block in model.backbone.blocks:
+        block = cast(MerBlock, block)
+        for group in block.lora.values():
+            for target in cast(LoraGroup, group).targets:
+                for m in block.modalities:
+                    down, up = block.adapter(m, target)
+                    per[m.value][target] += down.numel() + up.numel()
     per_target: dict[str, int] = defaultdict(int)
     for targets in per.values():
         for t, n in targets.items():
@@ -122,7 +126,6 @@ def model_summary(cfg: ReidConfig, num_classes: int) -> dict[str, Any]:
         },
         "mer": {
             "enabled": bool(lora.targets),
-            "mode": backbone.mode,
             "rank": lora.rank,
             "alpha": lora.alpha,
             "scale": lora.alpha / lora.rank,
@@ -152,7 +155,7 @@ def format_summary(info: dict[str, Any]) -> str:
         f"input {inp['height']}x{inp['width']}, patch grid {inp['patch_grid'][0]}x"
         f"{inp['patch_grid'][1]} ({inp['vision_tokens']} tokens), text context "
         f"{inp['text_context']}",
-        f"MER {'on' if mer['enabled'] else 'off'}: mode {mer['mode']}, rank {mer['rank']}, "
+        f"MER {'on' if mer['enabled'] else 'off'}: rank {mer['rank']}, "
         f"alpha {mer['alpha']}, {mer['blocks']} blocks, targets {','.join(mer['targets'])}",
         "",
         f"{'parameters':<12}{'total':>12}{'trainable':>12}",

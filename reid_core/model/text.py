@@ -31,14 +31,19 @@ class TextEncoder(nn.Module):
         elif isinstance(self.text_projection, nn.Linear):
             self.output_dim = self.text_projection.out_features
 
+    def trim(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids `[batch, context]` cut after the longest caption's end token. Under causal
+        attention the tokens after it never reach a kept token, so the cut is exact, and it
+        saves most of the text cost. Call it on the host, where the ids are made: reading the
+        length of device ids would be a sync."""
+        if self.attn_mask is None or self.pool_type != "argmax" or ids.shape[0] == 0:
+            return ids
+        return ids[:, : int(ids.argmax(dim=-1).max()) + 1]
+
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Token ids `[batch, L]` -> (tokens `[batch, L', width]`, pooled `[batch, embed]`,
-        padding `[batch, L']`, True after each caption's end token)."""
+        """Token ids `[batch, L]` (trimmed or not: `trim`) -> (tokens `[batch, L, width]`,
+        pooled `[batch, embed]`, padding `[batch, L]`, True after each caption's end token)."""
         ends = ids.argmax(dim=-1)  # the end-of-text token has the highest id
-        if self.attn_mask is not None and self.pool_type == "argmax":
-            # Causal attention: tokens after the longest caption's end never reach a kept token,
-            # so dropping them is exact. A host sync, and it saves most of the text cost.
-            ids = ids[:, : int(ends.max()) + 1]
         length = ids.shape[1]
         x = self.token_embedding(ids) + self.positional_embedding[:length]  # [batch, L', width]
         causal = cast(torch.Tensor | None, self.attn_mask)

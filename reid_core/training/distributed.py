@@ -73,6 +73,15 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return bool(t.item())
 
+    def first_step(self, step: int | None) -> int | None:
+        """The smallest of every rank's `step` (None: none had one), the same on every rank."""
+        if not self.enabled:
+            return step
+        t = torch.tensor([2**62 if step is None else step], device=_comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        value = int(t.item())
+        return None if value == 2**62 else value
+
     def mean_logs(self, logs: dict[str, float], summed: Sequence[str] = ()) -> dict[str, float]:
         """Step logs averaged over ranks (`summed` keys added up); every rank has the same keys
         because every rank computes the objective of the same global batch."""
@@ -202,7 +211,12 @@ def gather_batch(batch: ModalBatch, ctx: DistContext) -> tuple[ModalBatch, list[
     tables = _gather_rows(meta, sizes)
     masks = [t[:, 2:].bool() for t in tables]
     table = torch.cat(tables)
-    whole = ModalBatch(inputs={}, mask=table[:, 2:].bool(), pids=table[:, 1], labels=table[:, 0])
+    mask = table[:, 2:].bool()
+    # the global mask on the host, read once per step: the objective plans from it
+    whole = ModalBatch(
+        inputs={}, mask=mask, pids=table[:, 1], labels=table[:, 0],
+        host=mask.cpu().numpy(), validate=False,
+    )  # fmt: skip
     return whole, masks
 
 

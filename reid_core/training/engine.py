@@ -9,9 +9,10 @@ only rank with callbacks; its stop requests and evaluation results reach the oth
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from reid_core.training.callbacks import Callback, CallbackList
 from reid_core.training.checkpoint import rng_state, seed_everything, set_rng_state
 from reid_core.training.clipping import AdaptiveClipper
 from reid_core.training.distributed import SINGLE, DistContext
+from reid_core.training.profile import StepProfiler
 from reid_core.training.schedule import LrSchedule
 
 
@@ -57,6 +59,48 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class _StepLogs:
+    """The logged parts of an epoch's steps, kept on the device and read in one go: once per
+    logging interval and at the epoch end. A non-finite loss among them raises naming the first
+    step that had one (on every rank at once under torchrun)."""
+
+    def __init__(self, dist: DistContext, epoch: int) -> None:
+        self.dist, self.epoch = dist, epoch
+        self.pending: list[tuple[int, list[str], torch.Tensor]] = []
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # a per-view key is absent from steps without that view
+        self.samples = 0
+        self.wait_s = 0.0
+
+    def add(self, step: int, size: int, names: list[str], values: torch.Tensor) -> None:
+        self.pending.append((step, names, values))
+        self.samples += size
+
+    def read(self) -> dict[str, float]:
+        """The latest step's logs (averaged over ranks); the pending ones join the sums."""
+        if not self.pending:
+            return {}
+        flat = torch.cat([v for _, _, v in self.pending]).tolist()  # the one device read
+        rows, start = [], 0
+        for step, names, _ in self.pending:
+            rows.append((step, dict(zip(names, flat[start : start + len(names)], strict=True))))
+            start += len(names)
+        self.pending.clear()
+        bad = [step for step, row in rows if not math.isfinite(row["loss"])]
+        first = self.dist.first_step(bad[0] if bad else None)
+        if first is not None:
+            raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch} step {first}")
+        for _, row in rows:
+            for k, v in row.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+                self.counts[k] = self.counts.get(k, 0) + 1
+        return self.dist.mean_logs(rows[-1][1])
+
+    def means(self) -> dict[str, float]:
+        out = {k: v / self.counts[k] for k, v in self.sums.items()}
+        return self.dist.mean_logs(out)
+
+
 class Trainer:
     """`fit()` runs from `state.epoch` to `epochs`; evaluation via `evaluate_fn(model, split)`."""
 
@@ -74,11 +118,13 @@ class Trainer:
         device: torch.device,
         precision: str = "auto",
         max_steps_per_epoch: int | None = None,
+        log_every: int = 20,
         evaluate_fn: Callable[[Any, str], dict[str, Any]] | None = None,
         eval_splits: Sequence[str] = ("val",),
         callbacks: Iterable[Callback] = (),
         group_names: list[str] | None = None,
         dist: DistContext = SINGLE,
+        profiler: StepProfiler | None = None,
     ) -> None:
         self.model = model  # unwrapped: checkpoints and evaluation never see a DDP wrapper
         self.objective = objective
@@ -90,12 +136,15 @@ class Trainer:
         self.eval_every = eval_every
         self.device = device
         self.max_steps = max_steps_per_epoch
+        self.log_every = log_every
         self.evaluate_fn = evaluate_fn
         self.eval_splits = tuple(eval_splits)  # scored in order at each evaluation; "val" first
         self.callbacks = CallbackList(list(callbacks))
         self.group_names = group_names or [f"group{i}" for i in range(len(optimizer.param_groups))]
         self.state = TrainState()
         self.dist = dist
+        self.profiler = profiler  # train.profile: measures a window of steps after warm-up
+        self._steps_run = 0
         # every rank's (RNG state, bad images) at the last epoch end, for rank 0's checkpoint
         self._ranks: list[tuple[dict[str, torch.Tensor], int]] = []
         self.stop_reason: str | None = None
@@ -144,6 +193,8 @@ class Trainer:
             status = "interrupted"
             raise
         finally:
+            if self.profiler is not None and not self.profiler.done and self._steps_run:
+                self.profiler.finish()  # a run shorter than the window: what it measured
             self.callbacks.on_train_end(self, status)
         return status
 
@@ -195,11 +246,11 @@ class Trainer:
         self._set_epoch(epoch)
         self.model.train()
         self.callbacks.on_epoch_start(self, epoch)
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}  # a per-view key is absent from steps without that view
-        samples = 0
-        start = time.perf_counter()
+        meter = _StepLogs(self.dist, epoch)
+        start = ready = time.perf_counter()
         for i, batch in enumerate(self.loader):
+            wait = time.perf_counter() - ready  # time the step waited for the loader
+            meter.wait_s += wait
             if self.max_steps and i >= self.max_steps:
                 break
             # Every sample's anchor undecodable (on_bad_image: skip): under torchrun all ranks skip
@@ -207,23 +258,26 @@ class Trainer:
             if not self.dist.all_true(batch.size > 0):
                 self._count_bad(batch)
                 continue
-            logs = self._train_step(batch, epoch)
-            samples += int(logs["batch_size"])
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-                counts[k] = counts.get(k, 0) + 1
-            logs["samples_per_s"] = samples / max(1e-9, time.perf_counter() - start)
+            with self._profiled(wait, batch.size):
+                meter.add(self.state.step, batch.size, *self._train_step(batch, epoch))
+            logs: dict[str, float] = {}
+            if self.state.step % self.log_every == 0:  # the one device read of the interval
+                logs = meter.read()
+            logs["samples_per_s"] = meter.samples / max(1e-9, time.perf_counter() - start)
             self.callbacks.on_step_end(self, self.state.step, logs)
             self.stop_reason = self.dist.sync_stop(self.stop_reason)
             if self.stop_reason:
                 break
+            ready = time.perf_counter()
+        meter.read()  # a non-finite loss stops the run here, before any checkpoint
         elapsed = time.perf_counter() - start
         if self.dist.enabled:  # a single process's checkpoint reads its own state directly
             self._ranks = self.dist.all_gather((rng_state(), self.state.bad_images))
-        out = {k: v / counts[k] for k, v in sums.items() if k != "batch_size"}
+        out = meter.means()
         out.update(
             spikes=float(self.clipper.spikes),
-            samples_per_s=samples / max(1e-9, elapsed),
+            samples_per_s=meter.samples / max(1e-9, elapsed),
+            data_wait_share=meter.wait_s / max(1e-9, elapsed),
             epoch_time_s=elapsed,
             bad_images=float(self._bad_images()),
         )
@@ -231,32 +285,43 @@ class Trainer:
         self.state.history.append({"epoch": epoch, **out})
         return out
 
+    @contextlib.contextmanager
+    def _profiled(self, wait_s: float, samples: int) -> Iterator[None]:
+        """The step under the profiler's measure for its phase (`train.profile`), if any."""
+        phase = self.profiler.phase(self._steps_run) if self.profiler is not None else None
+        self._steps_run += 1
+        if phase is None:
+            yield
+            return
+        assert self.profiler is not None
+        with self.profiler.measure(phase, wait_s, samples):
+            yield
+        if self._steps_run == len(self.profiler.phases):
+            self.profiler.finish()
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _train_step(self, batch: Any, epoch: int) -> dict[str, float]:
+    def _train_step(self, batch: Any, epoch: int) -> tuple[list[str], torch.Tensor]:
+        """One optimizer step. Nothing in it reads a device value: the logged parts come back
+        as one device tensor, read once per logging interval (`_StepLogs`)."""
         self._count_bad(batch)
         batch = batch.to(self.device, non_blocking=True)
         self.schedule.step(self.state.step)
         with self._autocast():
             parts = self.objective(self.model, batch, epoch)
-        loss = parts.total
-        # A CPU-GPU sync point each step; it is what lets the run stop on the exact bad step
-        # (on every rank at once under torchrun).
-        if not self.dist.all_true(bool(torch.isfinite(loss))):
-            raise NonFiniteLossError(f"non-finite loss at epoch {epoch} step {self.state.step}")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(parts.total).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = self.clipper(p for g in self.optimizer.param_groups for p in g["params"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.state.step += 1
-        logs = {k: float(v) for k, v in parts.scalars().items()}
-        logs.update(grad_norm=grad_norm, sdm_weight=parts.sdm_weight, batch_size=batch.size)
-        return self.dist.mean_logs(logs, summed=("batch_size",))
+        names, values = parts.log_values()
+        extra = torch.stack([grad_norm.float(), values.new_tensor(parts.sdm_weight)])
+        return [*names, "grad_norm", "sdm_weight"], torch.cat([values, extra])
 
     def _count_bad(self, batch: Any) -> None:
         """One plain stderr line per undecodable image skipped (`on_bad_image: skip`), counted."""

@@ -29,6 +29,7 @@ class ProgressCallback(Callback):
         self.stream = stream or sys.stderr
         self.bar: Any = None
         self.task: Any = None
+        self.info = ""
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
@@ -51,12 +52,13 @@ class ProgressCallback(Callback):
             self.task = self.bar.add_task("train", total=trainer.steps_per_epoch, info="")
 
     def on_step_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None:
-        lr = max(trainer.lrs().values())
-        info = f"{_fmt(logs, self.KEYS)} lr={lr:.3g}"
+        # the engine reads the losses once per logging interval: other steps carry speed only
+        if "loss" in logs:
+            self.info = f"{_fmt(logs, self.KEYS)} lr={max(trainer.lrs().values()):.3g}"
         if self.bar is not None:
-            self.bar.update(self.task, advance=1, info=info)
+            self.bar.update(self.task, advance=1, info=self.info)
         elif step % self.log_every == 0:
-            self._print(f"step {step}: {info}")
+            self._print(f"step {step}: {self.info}")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.bar is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class RunPaths:
     """`OUT/config.yaml`, `OUT/checkpoints/{last,best}.pt`, `OUT/history.jsonl`,
-    `OUT/metrics.json`."""
+    `OUT/metrics.json`, `OUT/profile.json` (profiled runs)."""
 
     out: Path
 
@@ -39,6 +39,11 @@ class RunPaths:
     @property
     def metrics(self) -> Path:
         return self.out / "metrics.json"
+
+    @property
+    def profile(self) -> Path:
+        """`profile.json` of a profiled run (`train.profile`); its trace lies beside it."""
+        return self.out / "profile.json"
 
     def final_checkpoint(self) -> Path:
         """The weights a finished run is scored with: best-on-val when there is one."""

@@ -25,6 +25,7 @@ from reid_core.training.checkpoint import seed_everything
 from reid_core.training.clipping import AdaptiveClipper
 from reid_core.training.distributed import SINGLE, DistContext, DistributedObjective, init_from_env
 from reid_core.training.engine import Trainer, resolve_device
+from reid_core.training.profile import StepProfiler
 from reid_core.training.schedule import LrSchedule
 
 
@@ -138,10 +139,14 @@ def build_trainer(
     callbacks: list[Callback] = (),  # type: ignore[assignment]
     *,
     load_pretrained: bool = True,
+    profile_dir: Path | None = None,
 ) -> Trainer:
     """Seeded model, loader, optimizer, schedule and clipper for `cfg` on `data`.
 
-    Under torchrun it joins the process group and trains data-parallel (see `distributed`)."""
+    Under torchrun it joins the process group and trains data-parallel (see `distributed`).
+    `profile_dir`: where a profiled run (`train.profile`) writes `profile.json`."""
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     dist = init_from_env(device)
@@ -177,9 +182,11 @@ def build_trainer(
         device=device,
         precision=cfg.train.precision,
         max_steps_per_epoch=cfg.train.max_steps_per_epoch,
+        log_every=cfg.train.log_every,
         evaluate_fn=evaluate_fn,
         eval_splits=("val", "trainval") if data.trainval is not None else ("val",),
         callbacks=callbacks,
         group_names=names,
         dist=dist,
+        profiler=StepProfiler(profile_dir, device) if profile_dir is not None else None,
     )
