@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     # A second layer under experiments.registry.load_model's MLmodel check: MLflow itself
     # refuses cloudpickled models in this process (a user's explicit setting wins).
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    # OpenMP threads that sleep when they wait instead of spinning: on a machine shared with
+    # other work a spinning thread burns the core another process needs (a step 4-17x slower
+    # than with one thread there). Read when torch loads, which `reid` does only after this.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     group = _assemble()
     try:
         # Without standalone mode click returns `ctx.exit(code)`'s code instead of exiting.

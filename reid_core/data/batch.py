@@ -29,6 +29,9 @@ class ModalBatch:
     # the mask on the host: what the step plans with, without reading device memory
     host: np.ndarray | None = field(default=None, repr=False)
     validate: bool = field(default=True, repr=False)
+    # images still uint8, with their random-erasing boxes `[N_m, 5]`: `to` finishes them on
+    # the device (normalised, erased) for the whole batch at once
+    erase: dict[Modality, torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.host is None and self.mask.device.type == "cpu":
@@ -61,10 +64,33 @@ class ModalBatch:
         host = self.host_mask()
         return [m for m in ALL_MODALITIES if host[:, m.column].any()]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalBatch:
-        """The batch on `device` (validated once, where it was made: no check reads the copy)."""
+    def pin_memory(self) -> ModalBatch:
+        """Page-locked copies for non-blocking transfers (the DataLoader's pin_memory)."""
         return ModalBatch(
-            inputs={m: x.to(device, non_blocking=non_blocking) for m, x in self.inputs.items()},
+            inputs={m: x.pin_memory() for m, x in self.inputs.items()},
+            mask=self.mask.pin_memory(),
+            pids=self.pids.pin_memory(),
+            labels=self.labels.pin_memory(),
+            paths=self.paths,
+            bad=self.bad,
+            host=self.host_mask(),
+            validate=False,
+            erase=None
+            if self.erase is None
+            else {m: e.pin_memory() for m, e in self.erase.items()},
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ModalBatch:
+        """The batch on `device`, its uint8 images finished there (validated once, where it was
+        made: no check reads the copy)."""
+        inputs = {m: x.to(device, non_blocking=non_blocking) for m, x in self.inputs.items()}
+        if self.erase is not None:
+            from reid_core.data.transforms import finish_batch
+
+            for m, boxes in self.erase.items():
+                inputs[m] = finish_batch(inputs[m], boxes.to(device, non_blocking=non_blocking), m)
+        return ModalBatch(
+            inputs=inputs,
             mask=self.mask.to(device, non_blocking=non_blocking),
             pids=self.pids.to(device, non_blocking=non_blocking),
             labels=self.labels.to(device, non_blocking=non_blocking),

@@ -7,20 +7,26 @@ A training sample is a plain dict (picklable, so DataLoader workers can return i
      "pid": int,               # original identity id
      "label": int,             # contiguous training label
      "path": str,              # anchor path relative to ROOT
-     "inputs": {Modality: tensor [C, H, W] | caption str},  # present modalities only
+     "inputs": {Modality: uint8 array [H, W, C] | caption str},  # present modalities only
+     "erase": {Modality: int64 array [5]},  # random-erasing box drawn per image
      "sources": {Modality: str},  # path of each image in "inputs", relative to ROOT
      "bad": list[str]}         # undecodable paths met (on_bad_image="skip")
 
 A modality absent from `inputs` is masked; `inputs` is empty when the anchor itself was
-undecodable and skipped, and `collate` drops such samples (keeping their bad paths).
+undecodable and skipped, and `collate` drops such samples (keeping their bad paths). Images stay
+uint8 until the batch reaches the training device, where `ModalBatch.to` normalises and erases
+the whole batch (`transforms.finish_batch`); the random draws happen here, per image, in the
+order the PIL transforms made them (`transforms.HostAugment`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -28,7 +34,8 @@ from reid_core.config.schema import DataConfig
 from reid_core.data.batch import ModalBatch
 from reid_core.data.dataset_index import DatasetIndex
 from reid_core.data.dropout import modality_dropout, seeded_rng
-from reid_core.data.transforms import build_transform, load_image
+from reid_core.data.image_cache import ImageCache, decode, opened
+from reid_core.data.transforms import HostAugment, build_transform, load_image, to_normalised
 from reid_core.errors import DataError
 from reid_core.modality import ALL_MODALITIES, Modality, canonical
 
@@ -49,9 +56,15 @@ class TrainDataset(Dataset):
     """
 
     def __init__(
-        self, index: DatasetIndex, pids: Sequence[int], data_cfg: DataConfig, seed: int
+        self,
+        index: DatasetIndex,
+        pids: Sequence[int],
+        data_cfg: DataConfig,
+        seed: int,
+        cache: ImageCache | None = None,
     ) -> None:
         self.index, self.cfg, self.seed, self.epoch = index, data_cfg, seed, 0
+        self.cache = cache  # decoded images (data.cache); None: decode each file
         self.gallery = Modality.VIS
         self.others = [
             m for m in canonical(data_cfg.modalities) if m.is_image and m is not self.gallery
@@ -69,9 +82,8 @@ class TrainDataset(Dataset):
         self.label_of: dict[int, int] = {pid: label for label, pid in enumerate(sorted_pids)}
         self._anchors = [(pid, p) for pid in sorted_pids for p in index.paths(self.gallery, pid)]
         self.anchor_pids: list[int] = [pid for pid, _ in self._anchors]
-        self._transforms = {
-            m: build_transform(m, data_cfg, train=True) for m in (self.gallery, *self.others)
-        }
+        self._augment = {m: HostAugment(m, data_cfg) for m in (self.gallery, *self.others)}
+        self.size = (data_cfg.height, data_cfg.width)
 
     @property
     def num_classes(self) -> int:
@@ -93,16 +105,27 @@ class TrainDataset(Dataset):
                 drawn[m] = paths[int(rng.integers(len(paths)))]
         return drawn
 
-    def _load(self, modality: Modality, rel: str, bad: list[str]) -> torch.Tensor | None:
-        """The transformed image, or None (path recorded in `bad`) when skipping bad images."""
+    def _load(self, modality: Modality, rel: str, sample: Sample) -> np.ndarray | None:
+        """The augmented uint8 image (its erase box into `sample`), or None (path recorded in
+        `sample["bad"]`) when skipping bad images."""
+        image = self._pixels(modality, rel)
+        if image is None:
+            if self.cfg.on_bad_image == "fail":
+                raise DataError(f"cannot decode image {self.index.root / rel}")
+            sample["bad"].append(rel)
+            return None
+        image, sample["erase"][modality] = self._augment[modality](image)
+        return image
+
+    def _pixels(self, modality: Modality, rel: str) -> np.ndarray | None:
+        if self.cache is not None:
+            return self.cache.get(modality, rel)
         try:
-            img = load_image(self.index.root / rel)
+            return decode(self.index.root / rel, modality, self.size)
         except DataError:
             if self.cfg.on_bad_image == "fail":
                 raise
-            bad.append(rel)
             return None
-        return self._transforms[modality](img)
 
     def _kept(self, i: int, paths: dict[Modality, str], caption: str | None) -> list[Modality]:
         """Modalities of sample `i` left after modality dropout."""
@@ -115,14 +138,14 @@ class TrainDataset(Dataset):
         pid, anchor = self._anchors[i]
         sample: Sample = {
             "index": i, "pid": pid, "label": self.label_of[pid], "path": anchor,
-            "inputs": {}, "sources": {}, "bad": [],
+            "inputs": {}, "sources": {}, "erase": {}, "bad": [],
         }  # fmt: skip
         paths = {self.gallery: anchor, **self._draw(pid, i)}
         caption = self.index.captions.get(anchor) if self.use_text else None
         # Dropout runs before decoding so dropped images cost nothing; a bad image skipped after
         # it can leave fewer than min_modalities, which only happens on broken data.
         kept = self._kept(i, paths, caption)
-        anchor_img = self._load(self.gallery, anchor, sample["bad"])
+        anchor_img = self._load(self.gallery, anchor, sample)
         if anchor_img is None:
             return sample
         inputs, sources = sample["inputs"], sample["sources"]
@@ -131,7 +154,7 @@ class TrainDataset(Dataset):
             if m is Modality.TEXT:
                 inputs[m] = caption
             elif m is not self.gallery:
-                img = self._load(m, paths[m], sample["bad"])
+                img = self._load(m, paths[m], sample)
                 if img is not None:
                     inputs[m], sources[m] = img, paths[m]
         return sample
@@ -147,13 +170,18 @@ def collate(samples: Sequence[Sample | None], tokenize: Tokenize) -> ModalBatch:
     kept = [s for s in real if s["inputs"]]
     mask = torch.zeros(len(kept), len(ALL_MODALITIES), dtype=torch.bool)
     inputs: dict[Modality, torch.Tensor] = {}
+    erase: dict[Modality, torch.Tensor] = {}
     for m in ALL_MODALITIES:
         rows = [j for j, s in enumerate(kept) if m in s["inputs"]]
         if not rows:
             continue
         mask[rows, m.column] = True
         values = [kept[j]["inputs"][m] for j in rows]
-        inputs[m] = tokenize(values) if m is Modality.TEXT else torch.stack(values)
+        if m is Modality.TEXT:
+            inputs[m] = tokenize(values)
+            continue
+        inputs[m] = torch.from_numpy(np.stack(values)).permute(0, 3, 1, 2)  # [N, C, H, W] uint8
+        erase[m] = torch.from_numpy(np.stack([kept[j]["erase"][m] for j in rows]))
     return ModalBatch(
         inputs=inputs,
         mask=mask,
@@ -161,6 +189,7 @@ def collate(samples: Sequence[Sample | None], tokenize: Tokenize) -> ModalBatch:
         labels=torch.tensor([s["label"] for s in kept], dtype=torch.long),
         paths=[s["path"] for s in kept],
         bad=[p for s in real for p in s["bad"]],
+        erase=erase,
     )
 
 
@@ -175,12 +204,20 @@ class ImageListDataset(Dataset):
         self.paths = list(paths)
         self.modality = modality
         self._transform = build_transform(modality, data_cfg, train=False)
+        self.cache = opened(self.root, (data_cfg.height, data_cfg.width))  # the same pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return self._transform(load_image(self.root / self.paths[i]))
+        rel = self.paths[i]
+        if self.cache is not None:
+            with contextlib.suppress(KeyError):  # a path outside the cache: decode it
+                image = self.cache.get(self.modality, rel)
+                if image is None:
+                    raise DataError(f"cannot decode image {self.root / rel}")
+                return to_normalised(image, self.modality)
+        return self._transform(load_image(self.root / rel))
 
 
 class TolerantImageListDataset(ImageListDataset):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms as T
@@ -89,3 +90,68 @@ def build_transform(modality: Modality, data_cfg: DataConfig, train: bool) -> Im
     if train and data_cfg.augment.random_erase > 0:
         steps.append(T.RandomErasing(p=data_cfg.augment.random_erase, value=0))
     return T.Compose(steps)
+
+
+# ------------------------------------------------------------------- training: host + device
+class HostAugment:
+    """The random part of one modality's training transform, on the host, from the resized
+    uint8 image: flip, pad-and-crop and colour jitter applied (numpy slices; PIL for the
+    jitter), random erasing only drawn. It draws from torch's generator exactly the numbers the
+    PIL transform of `build_transform` draws, in the same order, so a run with the image cache
+    sees the pixels a run decoding every file sees. `finish_batch` does the rest on the device.
+
+    Returns `(image [H, W, C] uint8, erase [5] int64: (on, top, left, height, width))`."""
+
+    def __init__(self, modality: Modality, data_cfg: DataConfig) -> None:
+        aug = data_cfg.augment
+        self.modality, self.size = modality, (data_cfg.height, data_cfg.width)
+        self.flip_p, self.pad, self.erase_p = aug.flip_p, aug.pad, aug.random_erase
+        cj = aug.color_jitter
+        jitter = cj > 0 and modality in COLOUR_MODALITIES
+        self.jitter = T.ColorJitter(brightness=cj, contrast=cj, saturation=cj) if jitter else None
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = self.size
+        if self.flip_p > 0 and torch.rand(1) < self.flip_p:
+            image = image[:, ::-1]
+        if self.pad > 0:
+            p = self.pad
+            image = np.pad(image, ((p, p), (p, p), (0, 0)))
+            padded = torch.empty(image.shape[2], h + 2 * p, w + 2 * p, device="meta")
+            top, left, _, _ = T.RandomCrop.get_params(padded, (h, w))
+            image = image[top : top + h, left : left + w]
+        if self.jitter is not None:
+            image = np.asarray(self.jitter(Image.fromarray(np.ascontiguousarray(image))))
+        erase = np.zeros(5, dtype=np.int64)
+        if self.erase_p > 0 and torch.rand(1) < self.erase_p:
+            shape = torch.empty(self.modality.channels, h, w, device="meta")
+            top, left, eh, ew, value = T.RandomErasing.get_params(
+                shape, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0.0]
+            )
+            if value.device.type != "meta":  # no box fitted in 10 tries: the image as it is
+                erase[:] = (1, top, left, eh, ew)
+        return np.ascontiguousarray(image), erase
+
+
+def finish_batch(
+    images: torch.Tensor, erase: torch.Tensor | None, modality: Modality
+) -> torch.Tensor:
+    """`[N, C, H, W]` uint8 on the training device -> the normalised float batch, randomly
+    erased where `erase` `[N, 5]` says: what ToTensor, Normalize and RandomErasing(value=0) do
+    to each image, for the whole batch at once."""
+    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in modality.mean_std)
+    x = (images.float() / 255 - mean) / std
+    if erase is None:
+        return x
+    on, top, left, h, w = (erase[:, k].view(-1, 1, 1) for k in range(5))
+    rows = torch.arange(x.shape[2], device=x.device).view(1, -1, 1)
+    cols = torch.arange(x.shape[3], device=x.device).view(1, 1, -1)
+    box = (on > 0) & (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    return x.masked_fill(box[:, None], 0.0)
+
+
+def to_normalised(image: np.ndarray, modality: Modality) -> torch.Tensor:
+    """A resized uint8 image `[H, W, C]` -> the eval transform's `[C, H, W]` float tensor."""
+    mean, std = modality.mean_std
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)  # a writable copy
+    return T.Normalize(mean, std)(x)

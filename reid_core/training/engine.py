@@ -22,6 +22,7 @@ from reid_core.errors import ReidError
 from reid_core.training.callbacks import Callback, CallbackList
 from reid_core.training.checkpoint import rng_state, seed_everything, set_rng_state
 from reid_core.training.clipping import AdaptiveClipper
+from reid_core.training.compiling import COMPILE_ERRORS, Compiled
 from reid_core.training.distributed import SINGLE, DistContext
 from reid_core.training.profile import StepProfiler
 from reid_core.training.schedule import LrSchedule
@@ -125,6 +126,7 @@ class Trainer:
         group_names: list[str] | None = None,
         dist: DistContext = SINGLE,
         profiler: StepProfiler | None = None,
+        compiled: Compiled | None = None,
     ) -> None:
         self.model = model  # unwrapped: checkpoints and evaluation never see a DDP wrapper
         self.objective = objective
@@ -144,6 +146,7 @@ class Trainer:
         self.state = TrainState()
         self.dist = dist
         self.profiler = profiler  # train.profile: measures a window of steps after warm-up
+        self.compiled = compiled  # train.compile: checked by the first step, then dropped
         self._steps_run = 0
         # every rank's (RNG state, bad images) at the last epoch end, for rank 0's checkpoint
         self._ranks: list[tuple[dict[str, torch.Tensor], int]] = []
@@ -259,7 +262,7 @@ class Trainer:
                 self._count_bad(batch)
                 continue
             with self._profiled(wait, batch.size):
-                meter.add(self.state.step, batch.size, *self._train_step(batch, epoch))
+                meter.add(self.state.step, batch.size, *self._first_or_train_step(batch, epoch))
             logs: dict[str, float] = {}
             if self.state.step % self.log_every == 0:  # the one device read of the interval
                 logs = meter.read()
@@ -303,6 +306,22 @@ class Trainer:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _first_or_train_step(self, batch: Any, epoch: int) -> tuple[list[str], torch.Tensor]:
+        """A step; the first compiled one falls back to eager, in one line, when torch.compile
+        cannot run here (`train.compile`)."""
+        if self.compiled is None:
+            return self._train_step(batch, epoch)
+        try:
+            out = self._train_step(batch, epoch)
+        except COMPILE_ERRORS as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            print(f"train.compile: cannot compile here ({reason}); training eager", file=sys.stderr)
+            self.compiled.undo()
+            self.compiled = None
+            return self._train_step(batch, epoch)
+        self.compiled = None  # compiled and working: nothing more to check
+        return out
 
     def _train_step(self, batch: Any, epoch: int) -> tuple[list[str], torch.Tensor]:
         """One optimizer step. Nothing in it reads a device value: the logged parts come back

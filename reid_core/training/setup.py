@@ -14,15 +14,18 @@ from torch.utils.data import DataLoader
 from reid_core.config.schema import OptimConfig, ReidConfig
 from reid_core.data.dataset_index import DatasetIndex, build_index
 from reid_core.data.datasets import TrainDataset, collate
+from reid_core.data.image_cache import ImageCache, open_cache
 from reid_core.data.protocol import Protocol
 from reid_core.data.sampler import PKBatchSampler
 from reid_core.data.splits import Splits, make_splits, resolve_protocol, trainval_protocol
 from reid_core.evaluation.evaluate import EvalEmbeddings, evaluate_protocol
 from reid_core.losses import ReidObjective
 from reid_core.model import OmniReID, build_model
+from reid_core.progress import is_interactive
 from reid_core.training.callbacks import Callback
 from reid_core.training.checkpoint import seed_everything
 from reid_core.training.clipping import AdaptiveClipper
+from reid_core.training.compiling import Compiled
 from reid_core.training.distributed import SINGLE, DistContext, DistributedObjective, init_from_env
 from reid_core.training.engine import Trainer, resolve_device
 from reid_core.training.profile import StepProfiler
@@ -62,6 +65,7 @@ class DataBundle:
     test: Protocol
     key: tuple[Any, ...] = ()  # what the bundle is a pure function of
     trainval: Protocol | None = None  # training identities scored like val (eval.trainval_*)
+    cache: ImageCache | None = None  # every image decoded once (data.cache)
 
     @classmethod
     def load(cls, root: Path, cfg: ReidConfig) -> DataBundle:
@@ -71,7 +75,11 @@ class DataBundle:
         val = resolve_protocol(index, "val", splits, cfg.eval, seed)
         test = resolve_protocol(index, "test", splits, cfg.eval, seed)
         trainval = trainval_protocol(index, splits, cfg.eval, seed)
-        return cls(index, splits, val, test, cls._key(index, cfg), trainval)
+        cache = None
+        if cfg.data.cache == "auto":
+            size = (cfg.data.height, cfg.data.width)
+            cache = open_cache(index, list(cfg.data.modalities), size, progress=is_interactive())
+        return cls(index, splits, val, test, cls._key(index, cfg), trainval, cache)
 
     @staticmethod
     def _key(index: DatasetIndex, cfg: ReidConfig) -> tuple[Any, ...]:
@@ -91,7 +99,9 @@ def build_loader(
     data: DataBundle, cfg: ReidConfig, tokenize: Any, dist: DistContext = SINGLE
 ) -> DataLoader:
     """P x K batches of training samples; under torchrun, this rank's share of each batch."""
-    dataset = TrainDataset(data.index, data.splits.train, cfg.data, seed=cfg.train.seed)
+    dataset = TrainDataset(
+        data.index, data.splits.train, cfg.data, seed=cfg.train.seed, cache=data.cache
+    )
     sampler = PKBatchSampler(
         dataset.anchor_pids,
         cfg.data.p,
@@ -189,4 +199,5 @@ def build_trainer(
         group_names=names,
         dist=dist,
         profiler=StepProfiler(profile_dir, device) if profile_dir is not None else None,
+        compiled=Compiled(model) if cfg.train.compile else None,
     )

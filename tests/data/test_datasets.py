@@ -6,6 +6,7 @@ import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -95,8 +96,9 @@ def test_sample_has_one_tensor_per_present_modality_with_its_channels(index):
             for m, x in sample["inputs"].items():
                 if m is T:
                     assert x == CAPTIONS[sample["path"]]
-                else:
-                    assert x.shape == (m.channels, H, W), (m, sample["sources"][m])
+                else:  # uint8 until the batch reaches the device (ModalBatch.to)
+                    assert x.shape == (H, W, m.channels), (m, sample["sources"][m])
+                    assert x.dtype == np.uint8 and sample["erase"][m].shape == (5,)
     full = _by_path(ds, "vis/0001/a.jpg")
     assert set(full["inputs"]) == set(ALL_MODALITIES)
     assert set(full["sources"]) == {V, N, C, S}
@@ -177,8 +179,11 @@ def test_collate_packs_present_rows_in_sample_order(index):
     expected = [[m in s["inputs"] for m in ALL_MODALITIES] for s in samples]
     assert batch.mask.tolist() == expected
     for m in (V, N, C, S):
-        rows = [s["inputs"][m] for s in samples if m in s["inputs"]]
-        assert torch.equal(batch.inputs[m], torch.stack(rows))
+        rows = [torch.from_numpy(s["inputs"][m]) for s in samples if m in s["inputs"]]
+        assert torch.equal(batch.inputs[m], torch.stack(rows).permute(0, 3, 1, 2))
+        assert batch.erase[m].shape == (len(rows), 5)
+        finished = batch.to("cpu").inputs[m]  # normalised on the device
+        assert finished.dtype == torch.float32 and finished.shape == (len(rows), m.channels, H, W)
     assert batch.inputs[T].shape == (2, 8) and batch.inputs[T].dtype == torch.long
 
 
