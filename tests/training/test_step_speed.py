@@ -63,3 +63,25 @@ def test_profiled_run_writes_its_speed_and_a_trace(synth_root, tmp_path):
     assert trace["traceEvents"]
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert all("data_wait_share" in row for row in history if row["kind"] == "train")
+
+
+def test_compile_falls_back_to_eager_in_one_line(synth_root, monkeypatch, capsys):
+    from torch._dynamo.exc import Unsupported
+
+    from reid_core.training import compiling
+
+    def cannot(fn, **kwargs):
+        def call(*args, **kw):
+            raise Unsupported("no compiler for this op")
+
+        return call
+
+    monkeypatch.setattr(compiling.torch, "compile", cannot)
+    cfg = load_config(preset="micro", overrides=["train.compile=true", "train.epochs=1"])
+    trainer = build_trainer(cfg, DataBundle.load(synth_root, cfg), load_pretrained=False)
+    assert "rows" in trainer.model.fusion.__dict__  # the compiled callable is installed
+    assert trainer.fit() == "finished"
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("train.compile:")]
+    assert lines == ["train.compile: cannot compile here (no compiler for this op); training eager"]
+    assert "rows" not in trainer.model.fusion.__dict__  # the eager method is back
