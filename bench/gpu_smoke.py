@@ -1,14 +1,22 @@
-"""GPU smoke test: the `orbench` preset (ViT-B/16, 384x128), batch 64 (P=16 x K=4), bf16 autocast
-and TF32, 30 training steps on synthetic tensors, then one evaluation pass on a small synthesized
-tree. Prints one JSON line: samples/s, peak memory, model-FLOPs utilisation against a bf16 matmul
-peak measured in this run, and the evaluation's time and score.
+"""The one prepared GPU call (a lent device's time is short): everything the throughput work
+claims for a GPU, measured in one run, printed as one JSON line (progress on stderr).
+
+- `orbench` (ViT-B/16, 384x128, batch 64 = P16 x K4, bf16 autocast, TF32): the training step of
+  the engine (objective, backward, adaptive clipping, fused AdamW) on synthetic tensors, eager and
+  through `torch.compile` (`--no-compile` skips it): step time, samples/s, peak memory,
+  model-FLOPs utilisation against a bf16 matmul peak measured in this run; one step under
+  `torch.cuda.set_sync_debug_mode("error")` reports whether anything in it waits for the host;
+- one evaluation pass on a small synthesized tree;
+- `cpu-tiny` on the GPU: the epoch time of `reid train` (`--tiny-epochs`), and 4 such runs at
+  once on the one GPU against the same 4 one after another (wall times, whole processes).
 
 Needs only the installed package and runs offline (random-init weights: nothing is downloaded).
 Without a CUDA device it prints a line saying so and exits 0. A CPU dry run exercises the same
-code path in seconds:
+code path:
 
     .venv/bin/python bench/gpu_smoke.py                                 # on a CUDA machine
-    .venv/bin/python bench/gpu_smoke.py --device cpu --preset micro --steps 2
+    .venv/bin/python bench/gpu_smoke.py --device cpu --preset micro --steps 2 --no-compile \
+        --tiny-epochs 0
 """
 
 from __future__ import annotations
@@ -72,12 +80,14 @@ def synthetic_batch(model: Any, cfg: Any, num_classes: int, device: Any) -> Any:
     return batch.to(device)
 
 
-def train_steps(cfg: Any, device: Any, steps: int, warmup: int) -> dict[str, Any]:
+def train_steps(cfg: Any, device: Any, steps: int, warmup: int, compile: bool) -> dict[str, Any]:
     import torch
 
     from reid_core.losses.objective import ReidObjective
     from reid_core.model import build_model
     from reid_core.model.summary import count_flops
+    from reid_core.training.clipping import AdaptiveClipper
+    from reid_core.training.compiling import Compiled
     from reid_core.training.setup import build_optimizer
 
     num_classes = 800  # ORBench has ~800 training identities
@@ -85,24 +95,42 @@ def train_steps(cfg: Any, device: Any, steps: int, warmup: int) -> dict[str, Any
     model = build_model(cfg, num_classes, load_pretrained=False).to(device).train()
     optimizer, _ = build_optimizer(model, cfg.optim)
     objective = ReidObjective.from_config(cfg)
+    clip = cfg.optim.clip
+    clipper = AdaptiveClipper(clip.quantile, clip.window, 0)  # clipping from the first step
     batch = synthetic_batch(model, cfg, num_classes, device)
+    dtype = {"cuda": torch.bfloat16}.get(device.type, torch.bfloat16)
 
-    def step() -> float:
+    def step() -> Any:  # the engine's step: no value is read back
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=dtype):
             loss = objective(model, batch, 1).total
         loss.backward()
+        clipper(p for g in optimizer.param_groups for p in g["params"])
         optimizer.step()
-        return float(loss.detach())  # a sync point each step, like the engine's finiteness check
+        return loss.detach()
 
     flops = count_flops(step)  # the counted step doubles as the first warm-up
+    if compile:
+        Compiled(model)
+        log("compiling (the first steps)...")
     for _ in range(warmup):
         step()
+    sync(device)
+    syncs = "not checked (CPU)"
+    if device.type == "cuda":  # anything in the step that waits for the host raises here
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+            syncs = "none"
+        except RuntimeError as exc:
+            syncs = str(exc).strip().splitlines()[0][:200]
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    losses = [step() for _ in range(steps)]
+    losses = [float(x) for x in [step() for _ in range(steps)]]  # read after the timed window
     sync(device)
     seconds = time.perf_counter() - start
     if device.type == "cuda":
@@ -112,6 +140,8 @@ def train_steps(cfg: Any, device: Any, steps: int, warmup: int) -> dict[str, Any
         peak_bytes = rss if platform.system() == "Darwin" else rss * 1024
     return {
         "model": model,
+        "compiled": compile,
+        "host_syncs_in_step": syncs,
         "batch": batch.size,
         "steps": steps,
         "step_ms": 1e3 * seconds / steps,
@@ -150,6 +180,58 @@ def evaluation_pass(model: Any, cfg: Any, device: Any, identities: int) -> dict[
     }
 
 
+def _tiny(data: Path, out: Path, epochs: int, env: dict[str, str]) -> Any:
+    import subprocess
+
+    args = ["train", "--preset", "cpu-tiny", "--data", str(data), "--out", str(out), "--no-track",
+            "--set", f"train.epochs={epochs}", "--set", "train.eval_every=1000",
+            "--set", "eval.trainval_identities=0"]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "studies.cli", *args], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def tiny_runs(device: Any, epochs: int) -> dict[str, Any]:
+    """cpu-tiny on this GPU: epoch time of one run, and 4 runs at once against 4 in sequence
+    (the case of `reid study run --gpus 0,0,0,0`: small trials sharing a GPU)."""
+    import os
+
+    from reid_core.data.synth import synthesize
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(device.index or 0)}
+    with tempfile.TemporaryDirectory(prefix="omnireid-gpu-tiny-") as tmp:
+        data = Path(tmp) / "data"
+        synthesize(data, identities=200, seed=0, size=(64, 32))
+        env["OMNIREID_CACHE"] = str(Path(tmp) / "cache")
+
+        def run(n: int, at_once: bool) -> tuple[float, list[Path]]:
+            outs = [Path(tmp) / f"run{'p' if at_once else 's'}{i}" for i in range(n)]
+            start = time.perf_counter()
+            procs = []
+            for out in outs:
+                procs.append(_tiny(data, out, epochs, env))
+                if not at_once:
+                    procs[-1].communicate()
+            for p in procs:
+                _, err = p.communicate()
+                if p.returncode:
+                    raise RuntimeError(f"cpu-tiny run failed: {err[-1000:]}")
+            return time.perf_counter() - start, outs
+
+        _, (first,) = run(1, False)  # builds the image cache, measures the epoch time
+        rows = [json.loads(x) for x in (first / "history.jsonl").read_text().splitlines()]
+        epoch_s = [r["epoch_time_s"] for r in rows if r.get("kind") == "train"]
+        sequence, _ = run(4, False)
+        parallel, _ = run(4, True)
+    return {
+        "epoch_s": epoch_s,
+        "four_in_sequence_s": sequence,
+        "four_at_once_s": parallel,
+        "sharing_speedup": sequence / parallel,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
@@ -159,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matmul-n", type=int, default=0, help="peak GEMM size (0: 8192 / 512)")
     parser.add_argument("--eval-identities", type=int, default=24)
     parser.add_argument("--set", action="append", default=[], help="extra config override")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled steps")
+    parser.add_argument("--tiny-epochs", type=int, default=2, help="cpu-tiny epochs (0: skip)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
@@ -183,10 +267,18 @@ def main(argv: list[str] | None = None) -> int:
     n = args.matmul_n or (8192 if device.type == "cuda" else 512)
     peak = matmul_peak(device, n, runs=10 if device.type == "cuda" else 3)
     log(f"bf16 matmul peak {peak / 1e12:.1f} TFLOP/s ({n}^3, best of runs)")
-    train = train_steps(cfg, device, args.steps, args.warmup)
+    train = train_steps(cfg, device, args.steps, args.warmup, compile=False)
     model = train.pop("model")
-    log(f"{args.steps} steps: {train['samples_per_s']:.1f} samples/s")
+    log(f"{args.steps} steps: {train['samples_per_s']:.1f} samples/s (eager)")
     evaluation = evaluation_pass(model, cfg, device, args.eval_identities)
+    del model
+    compiled = None
+    if not args.no_compile:
+        compiled = train_steps(cfg, device, args.steps, args.warmup + 3, compile=True)
+        compiled.pop("model")
+        compiled["mfu"] = compiled["achieved_tflops"] * 1e12 / peak
+        log(f"{args.steps} steps: {compiled['samples_per_s']:.1f} samples/s (compiled)")
+    tiny = tiny_runs(device, args.tiny_epochs) if args.tiny_epochs else None
     report = {
         "status": "ok",
         "device": str(device),
@@ -201,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         "matmul_peak_tflops": peak / 1e12,
         "matmul_n": n,
         "mfu": train["achieved_tflops"] * 1e12 / peak,
+        "compiled_step": compiled,
         "eval": evaluation,
+        "cpu_tiny": tiny,
         "wall_s": time.perf_counter() - started,
     }
     print(json.dumps(report))

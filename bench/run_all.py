@@ -70,6 +70,7 @@ REGISTRY: tuple[Bench, ...] = (
     Bench("tracking", "tracking_bench.py", timeout_s=600),
     Bench("study-overhead", "study_overhead_bench.py", timeout_s=900, owner="lead"),
     Bench("pruning", "pruning_bench.py", timeout_s=600, owner="lead"),
+    Bench("step", "step_bench.py", timeout_s=2400),
 )
 
 

@@ -40,17 +40,11 @@ def _dry_run(*extra: str) -> dict:
 
 
 @pytest.mark.slow
-def test_cpu_dry_run_side_form_reports_every_figure():
-    report = _dry_run("--set", "model.mer.mode=side")
+def test_cpu_dry_run_reports_every_figure():
+    report = _dry_run("--no-compile", "--tiny-epochs", "0")
     assert report["status"] == "ok" and report["autocast"] == "bf16"
     assert report["batch"] == 8 and report["steps"] == 2 and report["losses_finite"]
     assert report["flops_per_step"] > 0 and 0 < report["mfu"] < 1
     assert report["samples_per_s"] > 0 and report["peak_memory_gib"] > 0
     assert report["eval"]["sets"] == 15 and 0 <= report["eval"]["score"] <= 1
-
-
-@pytest.mark.slow
-def test_cpu_dry_run_merged_form_under_bf16_autocast():
-    # The merged LoRA GEMM is a custom autograd Function: it runs on inputs cast to the autocast
-    # dtype (once it saved fp32 inputs and its backward failed on a bf16 gradient).
-    assert _dry_run()["status"] == "ok"
+    assert report["compiled_step"] is None and report["cpu_tiny"] is None
