@@ -99,7 +99,11 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
 @_DATA
 @click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option(
-    "--gpus", default=None, metavar="0,1,..", help="One worker per listed GPU (overrides -w)."
+    "--gpus",
+    default=None,
+    metavar="0,1,..",
+    help="One worker per listed GPU (overrides -w); a GPU listed twice runs two workers on it "
+    "(small trials sharing a device: --gpus 0,0,1,1).",
 )
 @_STORAGE
 @TRACKING_URI
@@ -116,8 +120,7 @@ def run_cmd(
     from studies.coordinator import run_study
 
     loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
-    gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
-    code = run_study(loaded, place, workers=workers, gpus=gpu_list)
+    code = run_study(loaded, place, workers=workers, gpus=_gpu_list(gpus))
     click.get_current_context().exit(code)
 
 
@@ -128,7 +131,14 @@ def run_cmd(
 @TRACKING_URI
 @_CHECKPOINTS
 @click.option("--index", default=None, type=int, help="Worker number (seeds its sampler).")
-def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, index) -> None:
+@click.option(
+    "--gpus",
+    default=None,
+    metavar="0,1,..",
+    help="Run one worker process per listed GPU instead of working in this process; a GPU "
+    "listed twice runs two workers on it (--gpus 0,0,1,1).",
+)
+def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, index, gpus) -> None:
     """Join study NAME and work until its budget is met (what a second machine runs)."""
     from experiments.tracking import sigterm_as_interrupt
     from studies.workers import WorkerArgs, work
@@ -142,9 +152,41 @@ def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, in
         index=os.getpid() % 10_000 if index is None else index,
         gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
+    devices = _gpu_list(gpus)
     with sigterm_as_interrupt():
-        work(args)
+        if devices:
+            _work_on_gpus(args, devices)
+        else:
+            work(args)
     click.echo(f"worker done: study {name}")
+
+
+def _gpu_list(gpus: str | None) -> list[str] | None:
+    """`--gpus 0,0,1` -> ["0", "0", "1"] (repeats kept: two workers on GPU 0)."""
+    if gpus is None:
+        return None
+    devices = [g.strip() for g in gpus.split(",")]
+    if not devices or any(not g.isdigit() for g in devices):
+        raise ReidError(f"--gpus {gpus!r}: give device numbers separated by commas, e.g. 0,0,1")
+    return devices
+
+
+def _work_on_gpus(args: Any, devices: list[str]) -> None:
+    """`reid study worker --gpus`: one spawned worker per listed device, waited for."""
+    from studies.coordinator import spawn_workers
+    from studies.storage import resolve_url
+    from studies.study import load
+
+    study, _, _ = load(args.study, resolve_url(args.storage))
+    logs = Path(args.checkpoints) / args.study if args.checkpoints else None
+    logs = (logs or Path(study.user_attrs["checkpoints"])) / "logs"
+    procs = spawn_workers(args, len(devices), devices, logs, first=args.index)
+    click.echo(f"{len(procs)} worker(s) on GPUs {','.join(devices)}; logs in {logs}")
+    for proc in procs:
+        proc.join()
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, 130)]
+    if failed:
+        raise ReidError(f"{len(failed)} worker(s) exited with {failed}; see {logs}")
 
 
 def _load(name: str, storage: str | None) -> tuple[Any, Any, str]:

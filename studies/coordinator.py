@@ -61,26 +61,40 @@ def run_study(
 def _spawn(
     spec: StudySpec, place: Placement, n: int, gpus: list[str] | None, logs: Path
 ) -> list[Any]:
-    from studies.workers import WorkerArgs, worker_main
+    from studies.workers import WorkerArgs
 
     deadline = time.time() + spec.budget.timeout if spec.budget.timeout else None
+    base = WorkerArgs(
+        study=spec.name,
+        storage=place.storage,
+        data_root=str(place.data_root) if place.data_root else None,
+        tracking_uri=place.tracking_uri,
+        checkpoints=str(place.checkpoints) if place.checkpoints else None,
+        deadline=deadline,
+    )
+    return spawn_workers(base, n, gpus, logs)
+
+
+def spawn_workers(base: Any, n: int, gpus: list[str] | None, logs: Path, first: int = 0) -> list:
+    """`n` worker processes from the `WorkerArgs` `base` (one per entry of `gpus` when given: a
+    device listed twice runs two workers on it), each with cores / n torch threads (a GPU
+    worker's threads load its data); worker i logs to `logs/worker-i.log`."""
+    import dataclasses
+
+    from studies.workers import worker_main
+
     threads = max(1, (os.cpu_count() or 1) // n)
     ctx = multiprocessing.get_context("spawn")
     procs = []
     for i in range(n):
-        args = WorkerArgs(
-            study=spec.name,
-            storage=place.storage,
-            data_root=str(place.data_root) if place.data_root else None,
-            tracking_uri=place.tracking_uri,
-            checkpoints=str(place.checkpoints) if place.checkpoints else None,
-            index=i,
-            threads=None if gpus else threads,
+        args = dataclasses.replace(
+            base,
+            index=first + i,
+            threads=threads,
             gpu=gpus[i] if gpus else None,
-            log_file=str(logs / f"worker-{i}.log"),
-            deadline=deadline,
+            log_file=str(logs / f"worker-{first + i}.log"),
         )
-        proc = ctx.Process(target=worker_main, args=(args,), name=f"reid-worker-{i}")
+        proc = ctx.Process(target=worker_main, args=(args,), name=f"reid-worker-{first + i}")
         proc.start()
         procs.append(proc)
     return procs
