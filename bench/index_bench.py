@@ -1,4 +1,4 @@
-"""How long `build_index` takes on an ORBench-size tree (issue 2: "indexes in seconds").
+"""How long `build_index` takes on an ORBench-size tree (target: "indexes in seconds").
 
 Generates, in a temporary folder, ~45,000 RGB and ~62,000 other images (the same tiny JPEG bytes
 in every file) over 1,000 identities, with `train_annos.json` captions and an evaluation file,

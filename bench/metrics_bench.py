@@ -1,6 +1,6 @@
 """Bench: retrieval_metrics against a per-query loop in the style of torchreid's eval_func.
 
-3000 queries x 20000 gallery, 400 identities, random float32 similarities, seed 0 (issue 4).
+3000 queries x 20000 gallery, 400 identities, random float32 similarities, seed 0.
 Peak memory is tracemalloc's peak of numpy allocations during the call (the input matrix, already
 allocated, is not counted). Run: .venv/bin/python bench/metrics_bench.py [--repeats N]
 """

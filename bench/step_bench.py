@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BASELINE = "0ded627"  # main before the throughput work (issue 21)
+BASELINE = "0ded627"  # main before the batched step, the image cache and the sync-free loop
 
 
 def _reid(code: Path, *args: str, env: dict[str, str] | None = None) -> float:

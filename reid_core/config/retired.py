@@ -25,7 +25,7 @@ REMOVED: dict[str, str] = {
     "model.sdm.dim": "removed: the separation block is model.fusion.dim wide",
     "model.sdm.heads": "removed: the separation block has model.fusion.heads heads",
     "model.mer.enabled": "removed: model.lora.targets: [] turns the adapters off",
-    "model.mer.mode": "removed: adapters merge into the weight unless model.lora.dropout > 0",
+    "model.mer.mode": "removed: the adapters of every modality run in one routed pass",
     "model.clip.custom.embed_dim": "removed: the custom CLIP embeds at model.clip.custom.width",
     "model.clip.custom.vision_width": "renamed model.clip.custom.width (both towers)",
     "model.clip.custom.text_width": "removed: both towers are model.clip.custom.width wide",

@@ -6,8 +6,8 @@ each image of a dataset as it leaves the resize (the modality's channels, `heigh
 uint8), memory-mapped, so a sample is a slice of a file the page cache keeps warm. It is keyed
 by the dataset (its root, its index digest and every image file's size and mtime) and the
 resolution, built on first use with a progress bar, and shared by every run, trial and worker
-that reads the same data at the same size; `data.cache: off` (or `OMNIREID_CACHE=""`) trains
-from the files as before, with the same pixels.
+that reads the same data at the same size; `data.cache: off` (or `OMNIREID_CACHE=""`) decodes
+each file when a sample needs it, to the same pixels.
 
 Layout of `<cache>/images/<key>/`: `meta.json` (format, root, size, the rows of each path) and
 one `<modality>.u8` file per image modality (`[n, height, width, channels]`). An undecodable

@@ -25,7 +25,7 @@ from reid_core.data.dropout import seeded_rng
 from reid_core.errors import DataError
 
 # K = 1 leaves an anchor without a same-identity partner in its batch. K = 2 with twice the
-# identities (16 x 2) aligned better than 8 x 4 at the same batch size (docs/BENCHMARKS.md).
+# identities (16 x 2) aligned better than 8 x 4 at the same batch size (docs/MODALITIES.md).
 MIN_RECOMMENDED_K = 2
 
 

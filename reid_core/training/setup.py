@@ -43,8 +43,8 @@ def build_optimizer(model: OmniReID, cfg: OptimConfig) -> tuple[torch.optim.Opti
             groups.append({"params": params, "lr": rates.get(name, cfg.lr.head)})
             names.append(name)
     kind = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    # The fused kernel updates the hundreds of small adapter tensors in one pass; the default
-    # implementation loops over them one by one.
+    # The fused kernel updates every parameter tensor in one pass; the default implementation
+    # loops over them one by one.
     fused = all(p.is_floating_point() for g in groups for p in g["params"])
     optimizer = kind(groups, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused)
     return optimizer, names
