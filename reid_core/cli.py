@@ -90,10 +90,32 @@ def _check_out(out: Path, overwrite: bool) -> None:
     help="Share of identities lacking some modalities (0 <= R < 1).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the dataset in a non-empty OUT.")
+@click.option(
+    "--layout",
+    type=click.Choice(["seed", "orbench"]),
+    default="seed",
+    show_default=True,
+    help="seed: text_annos.json and generated protocols; orbench: train_annos.json and "
+    "test_gallery_and_queries.json with the 32 ordered query sets over a seeded test share.",
+)
+@click.option(
+    "--test-share",
+    default=0.3,
+    show_default=True,
+    type=click.FloatRange(0.05, 0.95),
+    help="With --layout orbench: the share of identities in the evaluation file.",
+)
 def data_synth(
-    out: Path, identities: int, seed: int, size: str, missing_rate: float, overwrite: bool
+    out: Path,
+    identities: int,
+    seed: int,
+    size: str,
+    missing_rate: float,
+    overwrite: bool,
+    layout: str,
+    test_share: float,
 ) -> None:
-    """Write a synthetic dataset in the seed layout (4 image modalities + text_annos.json)."""
+    """Write a synthetic dataset (4 image modalities and captions) in the seed or ORBench layout."""
     hw = parse_size(size)
     if identities < 2:
         raise DataError(f"--identities {identities}: need at least 2 identities")
@@ -110,6 +132,10 @@ def data_synth(
         missing_rate=missing_rate,
         overwrite=overwrite,
     )
+    if layout == "orbench":
+        from reid_core.data.synth_orbench import to_orbench
+
+        summary.update(to_orbench(out, test_share, seed, per_identity=2))
     click.echo(f"wrote {out}")
     for key, value in summary.items():
         if key != "out":

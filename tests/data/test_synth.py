@@ -204,3 +204,27 @@ def test_smallest_sizes_render(tmp_path, size):
     summary = synth.synthesize(tmp_path / "tiny", identities=3, seed=1, size=size)
     assert summary["identities"] == 3
     assert any((tmp_path / "tiny" / "vis").rglob("*.jpg"))
+
+
+def test_orbench_layout_has_the_file_protocol_and_no_test_identity_in_training(tmp_path):
+    from reid_core.config import load_config
+    from reid_core.data.dataset_index import build_index
+    from reid_core.data.splits import make_splits, resolve_protocol
+    from studies.cli import main
+
+    out = tmp_path / "orbench"
+    args = ["data", "synth", str(out), "-n", "20", "--size", "32x16", "--layout", "orbench"]
+    assert main(args) == 0
+    assert not (out / "text_annos.json").exists()
+    annos = json.loads((out / "train_annos.json").read_text())
+    evaluation = json.loads((out / "test_gallery_and_queries.json").read_text())
+    test_ids = {pid for pid, _ in evaluation["RGB_GALLERY"]}
+    assert len(test_ids) == 6 and not test_ids & {a["id"] for a in annos}
+    assert len(evaluation) == 33 and "TEXT+NIR+CP" in evaluation  # 32 ordered sets + gallery
+    index = build_index(out, cache=False)
+    cfg = load_config(preset="micro")
+    splits = make_splits(index, cfg.data)
+    protocol = resolve_protocol(index, "test", splits, cfg.eval, 0)
+    assert protocol.name == "file" and len(protocol.sets) == 32
+    assert set(splits.test) == test_ids
+    assert main(["data", "check", str(out)]) == 0
