@@ -12,7 +12,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,39 @@ class _StepLogs:
         return self.dist.mean_logs(out)
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs: epochs, the evaluation and logging cadence, device and precision."""
+
+    epochs: int
+    eval_every: int
+    device: torch.device
+    precision: str = "auto"
+    max_steps_per_epoch: int | None = None
+    log_every: int = 20  # steps between log lines, and between reads of the logged values
+    eval_splits: tuple[str, ...] = ("val",)  # scored in order at each evaluation; "val" first
+
+
+@dataclass
+class StepParts:
+    """What an optimizer step uses besides the model and the objective."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: LrSchedule
+    clipper: AdaptiveClipper
+    group_names: list[str] | None = None  # one per optimizer group, for the logged rates
+
+
+@dataclass
+class LoopAids:
+    """Optional companions of the loop: the process group (torchrun), the profiler
+    (`train.profile`) and the compiled blocks (`train.compile`)."""
+
+    dist: DistContext = SINGLE
+    profiler: StepProfiler | None = None
+    compiled: Compiled | None = None
+
+
 class Trainer:
     """`fit()` runs from `state.epoch` to `epochs`; evaluation via `evaluate_fn(model, split)`."""
 
@@ -109,54 +142,39 @@ class Trainer:
         self,
         model: torch.nn.Module,
         objective: Callable[[Any, Any, int], Any],
-        optimizer: torch.optim.Optimizer,
-        schedule: LrSchedule,
-        clipper: AdaptiveClipper,
+        step: StepParts,
         loader: Iterable[Any],
-        *,
-        epochs: int,
-        eval_every: int,
-        device: torch.device,
-        precision: str = "auto",
-        max_steps_per_epoch: int | None = None,
-        log_every: int = 20,
+        loop: LoopSettings,
         evaluate_fn: Callable[[Any, str], dict[str, Any]] | None = None,
-        eval_splits: Sequence[str] = ("val",),
         callbacks: Iterable[Callback] = (),
-        group_names: list[str] | None = None,
-        dist: DistContext = SINGLE,
-        profiler: StepProfiler | None = None,
-        compiled: Compiled | None = None,
+        aids: LoopAids | None = None,
     ) -> None:
+        aids = aids or LoopAids()
         self.model = model  # unwrapped: checkpoints and evaluation never see a DDP wrapper
         self.objective = objective
-        self.optimizer = optimizer
-        self.schedule = schedule
-        self.clipper = clipper
+        self.optimizer, self.schedule, self.clipper = step.optimizer, step.schedule, step.clipper
         self.loader = loader
-        self.epochs = epochs
-        self.eval_every = eval_every
-        self.device = device
-        self.max_steps = max_steps_per_epoch
-        self.log_every = log_every
+        self.loop = loop
+        self.epochs, self.eval_every, self.device = loop.epochs, loop.eval_every, loop.device
+        self.max_steps, self.log_every = loop.max_steps_per_epoch, loop.log_every
+        self.eval_splits = tuple(loop.eval_splits)
         self.evaluate_fn = evaluate_fn
-        self.eval_splits = tuple(eval_splits)  # scored in order at each evaluation; "val" first
         self.callbacks = CallbackList(list(callbacks))
-        self.group_names = group_names or [f"group{i}" for i in range(len(optimizer.param_groups))]
+        groups = len(step.optimizer.param_groups)
+        self.group_names = step.group_names or [f"group{i}" for i in range(groups)]
         self.state = TrainState()
-        self.dist = dist
-        self.profiler = profiler  # train.profile: measures a window of steps after warm-up
-        self.compiled = compiled  # train.compile: checked by the first step, then dropped
+        self.dist = aids.dist
+        self.profiler = aids.profiler  # train.profile: measures a window of steps after warm-up
+        self.compiled = aids.compiled  # train.compile: checked by the first step, then dropped
         self._steps_run = 0
         # every rank's (RNG state, bad images) at the last epoch end, for rank 0's checkpoint
         self._ranks: list[tuple[dict[str, torch.Tensor], int]] = []
         self.stop_reason: str | None = None
         self.last_metrics: dict[str, dict[str, Any]] = {}
-        cuda = device.type == "cuda"
-        self.autocast_dtype = autocast_dtype(precision, device)
+        self.autocast_dtype = autocast_dtype(loop.precision, loop.device)
         self.use_scaler = self.autocast_dtype is torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_scaler)
-        if cuda:
+        if loop.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 

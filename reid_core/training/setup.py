@@ -27,7 +27,7 @@ from reid_core.training.checkpoint import seed_everything
 from reid_core.training.clipping import AdaptiveClipper
 from reid_core.training.compiling import Compiled
 from reid_core.training.distributed import SINGLE, DistContext, DistributedObjective, init_from_env
-from reid_core.training.engine import Trainer, resolve_device
+from reid_core.training.engine import LoopAids, LoopSettings, StepParts, Trainer, resolve_device
 from reid_core.training.profile import StepProfiler
 from reid_core.training.schedule import LrSchedule
 
@@ -180,24 +180,19 @@ def build_trainer(
     objective: Any = ReidObjective.from_config(cfg)
     if dist.enabled:
         objective = DistributedObjective(model, objective, dist)
-    return Trainer(
-        model,
-        objective,
-        optimizer,
-        schedule,
-        clipper,
-        loader,
+    loop = LoopSettings(
         epochs=cfg.train.epochs,
         eval_every=cfg.train.eval_every,
         device=device,
         precision=cfg.train.precision,
         max_steps_per_epoch=cfg.train.max_steps_per_epoch,
         log_every=cfg.train.log_every,
-        evaluate_fn=evaluate_fn,
         eval_splits=("val", "trainval") if data.trainval is not None else ("val",),
-        callbacks=callbacks,
-        group_names=names,
+    )
+    aids = LoopAids(
         dist=dist,
         profiler=StepProfiler(profile_dir, device) if profile_dir is not None else None,
         compiled=Compiled(model) if cfg.train.compile else None,
     )
+    parts = StepParts(optimizer, schedule, clipper, names)
+    return Trainer(model, objective, parts, loader, loop, evaluate_fn, callbacks, aids)
