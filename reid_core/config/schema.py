@@ -275,7 +275,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1, ge=1, description="write last.pt every N epochs")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast dtype; auto: fp16 with GradScaler on CUDA, fp32 on CPU"
+        "auto", description="autocast dtype; auto: bf16 on CUDA (else fp16 + scaler), fp32 on CPU"
     )
     log_every: int = Field(20, ge=1, description="steps between log lines (and device reads)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps (smoke runs)")

@@ -44,9 +44,12 @@ class TrainState:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """`train.precision` -> the autocast dtype on `device` (None: fp32, no autocast). `auto` is
-    fp16 (with a GradScaler) on CUDA and fp32 on CPU."""
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
+    bf16 on a CUDA device that has it (no GradScaler needed: bf16 keeps fp32's range), fp16
+    with a GradScaler on older ones, and fp32 on CPU."""
+    if precision == "auto" and device.type == "cuda":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif precision == "auto":
+        precision = "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ReidError(f"train.precision fp16 needs CUDA (the device is {device.type}); use bf16")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
