@@ -28,6 +28,7 @@ LOADER_MODULE = "experiments.pyfunc"
 FORMAT_FILE = "omnireid.json"
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.yaml"
+FORMAT_MAX_BYTES = 64 << 10  # omnireid.json is a few hundred bytes
 VALUE_COLUMNS = ("path", "image_b64", "text")
 INPUT_COLUMNS = ("query_id", "modality", *VALUE_COLUMNS)
 
@@ -109,19 +110,21 @@ def save_model_data(model: Any, cfg: Any, directory: Path) -> Path:
 
 def read_format(data_path: Path) -> dict[str, Any]:
     """The format file of a saved model; a missing or newer format is a ModelFormatError."""
+    from reid_core.safeio import read_json
+
     path = Path(data_path) / FORMAT_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ModelFormatError(
-            f"{data_path}: not an OmniReID pyfunc model (no {FORMAT_FILE})"
-        ) from None
+    if not path.is_file():
+        raise ModelFormatError(f"{data_path}: not an OmniReID pyfunc model (no {FORMAT_FILE})")
+    meta = read_json(path, ModelFormatError, limit=FORMAT_MAX_BYTES, what="a model format file")
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{path}: not an OmniReID format file (not a JSON object)")
     found = meta.get("format_version")
     if found != FORMAT_VERSION:
         raise ModelFormatError(
-            f"model format version {found} (written by OmniReID "
-            f"{meta.get('omnireid_version', '?')}) cannot be read by this OmniReID, which reads "
-            f"format {FORMAT_VERSION}; install the version that logged it or re-log the model"
+            f"model format version {_short(found)} (written by OmniReID "
+            f"{_short(meta.get('omnireid_version', '?'))}) cannot be read by this OmniReID, "
+            f"which reads format {FORMAT_VERSION}; install the version that logged it or re-log "
+            "the model"
         )
     return meta
 

@@ -7,6 +7,7 @@ Optuna, torch and MLflow are imported inside the command bodies, so `reid --help
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import click
 
 from experiments.cli_options import TRACKING_URI
 from reid_core import __version__
-from reid_core.errors import ReidError
+from reid_core.errors import ReidError, printable
+from reid_core.safeio import shorten
 
 _STORAGE = click.option(
     "--storage",
@@ -261,13 +263,21 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode click returns `ctx.exit(code)`'s code instead of exiting.
         code = group.main(args=argv, prog_name="reid", standalone_mode=False)
     except ReidError as exc:
-        click.echo(f"error: {exc}", err=True)
+        # printable again: the last line of defence, whatever built the message
+        click.echo(f"error: {printable(str(exc))}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        exc.message = printable(exc.message)  # it may quote an argument the user typed
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        name = shorten(exc.filename or "", 80)
+        click.echo(f"error: {name}: file name too long (over the system's limit)", err=True)
+        return 2
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns a KeyboardInterrupt into Abort; `sigterm_as_interrupt` raises
         # KeyboardInterrupt("signal 15"): exit as a terminated process does (128 + 15), so a

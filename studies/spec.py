@@ -13,10 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reid_core.errors import ReidError
+from reid_core.errors import ReidError, printable
+from reid_core.safeio import check_path_length, parse_yaml, quote, read_yaml
 
 SPLITS = ("val", "trainval")
 SET_METRICS = ("mAP", "mAP100", "mINP", "R1", "R5", "R10")
@@ -78,7 +78,7 @@ class CategoricalParam(_Param):
     def _plain(self) -> CategoricalParam:
         for choice in self.choices:
             if not (choice is None or isinstance(choice, bool | int | float | str)):
-                raise ValueError(f"choice {choice!r} is not a number, string, bool or null")
+                raise ValueError(f"choice {quote(choice)} is not a number, string, bool or null")
         return self
 
     def contains(self, value: Any) -> bool:
@@ -260,7 +260,7 @@ def _check_conditions(spec: StudySpec) -> None:
                     f"space.{key}.when: {parent!r} must be a parameter listed before {key!r}"
                 )
             if not spec.space[parent].contains(value):
-                raise SpecError(f"space.{key}.when: {parent}={value!r} is outside its space")
+                raise SpecError(f"space.{key}.when: {parent}={quote(value)} is outside its space")
 
 
 def _check_enqueued(spec: StudySpec, i: int, config: dict[str, Any]) -> None:
@@ -269,7 +269,9 @@ def _check_enqueued(spec: StudySpec, i: int, config: dict[str, Any]) -> None:
         if param is None:
             raise SpecError(f"enqueue[{i}]: {key!r} is not a parameter of the space")
         if not param.contains(value):
-            raise SpecError(f"enqueue[{i}]: {key}={value!r} is outside the space ({_show(param)})")
+            raise SpecError(
+                f"enqueue[{i}]: {key}={quote(value)} is outside the space ({_show(param)})"
+            )
 
 
 def _show(param: Any) -> str:
@@ -289,7 +291,7 @@ def _check_objective(metric: str) -> None:
     )
     if not ok:
         raise SpecError(
-            f"objective.metric: training never produces {metric!r} (expected val/score, "
+            f"objective.metric: training never produces {quote(metric)} (expected val/score, "
             f"val/mm/1..4 or val/<{'|'.join(SET_METRICS)}>/<set>, e.g. val/mAP/nir_sk)"
         )
 
@@ -304,25 +306,27 @@ def shipped_specs() -> dict[str, str]:
     out = {}
     for entry in sorted(_specs_folder().iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            tree = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            tree = parse_yaml(entry.read_text(encoding="utf-8"), entry.name, SpecError) or {}
             out[entry.name.removesuffix(".yaml")] = str(tree.get("description", "")).strip()
     return out
 
 
-def _spec_text(name_or_path: str | Path) -> tuple[str, str, Path | None]:
+def _spec_tree(name_or_path: str | Path) -> tuple[Any, str, Path | None]:
+    """The parsed YAML of a spec file (bounded: `reid_core.safeio`) or a shipped spec, where it
+    came from, and the folder a relative `base.config` is resolved against."""
+    check_path_length(str(name_or_path), "study spec", SpecError)
     path = Path(name_or_path)
     shipped = _specs_folder() / f"{name_or_path}.yaml"
     if path.suffix in (".yaml", ".yml") or path.is_file() or not shipped.is_file():
-        if not path.is_file() and path.suffix not in (".yaml", ".yml"):
+        if not path.exists() and path.suffix not in (".yaml", ".yml"):
             names = ", ".join(shipped_specs())
-            raise SpecError(f"unknown study spec {str(path)!r} (shipped: {names}; or a path)")
-        if not path.is_file():
+            raise SpecError(f"unknown study spec {quote(str(path))} (shipped: {names}; or a path)")
+        if not path.exists():
             raise SpecError(f"study spec {path}: no such file")
-        try:
-            return path.read_text(encoding="utf-8"), str(path), path.resolve().parent
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"study spec {path}: cannot read ({exc})") from None
-    return shipped.read_text(encoding="utf-8"), f"shipped spec {name_or_path}", None
+        tree = read_yaml(path, SpecError, what="a study spec")
+        return tree, str(path), path.resolve().parent
+    source = f"shipped spec {name_or_path}"
+    return parse_yaml(shipped.read_text(encoding="utf-8"), source, SpecError), source, None
 
 
 def parse_spec(tree: Any, source: str = "study spec") -> StudySpec:
@@ -343,13 +347,7 @@ def parse_spec(tree: Any, source: str = "study spec") -> StudySpec:
 def load_spec(name_or_path: str | Path) -> StudySpec:
     """A shipped spec by name (`demo`) or a YAML file; a relative `base.config` is resolved
     against the spec's folder."""
-    text, source, folder = _spec_text(name_or_path)
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source}:{where} not valid YAML") from None
+    tree, source, folder = _spec_tree(name_or_path)
     base = tree.get("base") if isinstance(tree, dict) else None
     relative = isinstance(base, dict) and isinstance(base.get("config"), str)
     if folder is not None and relative and not Path(base["config"]).is_absolute():
@@ -360,16 +358,19 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
 def _format(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = ".".join(printable(p) for p in err["loc"] if not str(p).startswith("function-"))
         loc = _strip_tags(loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {loc!r}")
+            lines.append(f"unknown key '{loc}'")
         elif err["type"] == "literal_error":
             got = err.get("input")
-            lines.append(f"{loc}: unknown value {got!r} ({msg.lower()})")
+            lines.append(f"{loc}: unknown value {quote(got)} ({msg.lower()})")
         elif err["type"] == "union_tag_invalid":
-            lines.append(f"{loc}: unknown type {err.get('input', {})!r} (float, int, categorical)")
+            got = quote(err.get("input", {}))
+            lines.append(f"{loc}: unknown type {got} (float, int, categorical)")
+        elif loc and isinstance(err.get("input"), int | float | str) and err["type"] != "missing":
+            lines.append(f"{loc}: {msg} (got {quote(err['input'])})")
         else:
             lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(dict.fromkeys(lines))
