@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -253,11 +252,11 @@ class OmniReIDPyfunc:
         return table
 
     def _image(self, row: _Row) -> Any:
-        from PIL import Image
-
-        from reid_core.data.transforms import build_transform, load_image
+        from reid_core.data.images import load_image
 
         if row.modality not in self._transforms:
+            from reid_core.data.transforms import build_transform
+
             self._transforms[row.modality] = build_transform(
                 row.modality, self.cfg.data, train=False
             )
@@ -265,12 +264,12 @@ class OmniReIDPyfunc:
             img = load_image(Path(row.value))
         else:
             try:
-                img = Image.open(io.BytesIO(base64.b64decode(row.value, validate=True)))
-                img.load()
-            except (binascii.Error, OSError, ValueError) as exc:
+                data = base64.b64decode(row.value, validate=True)
+            except (binascii.Error, ValueError) as exc:
                 raise DataError(
-                    f"query {row.query_id!r}: image_b64 is not a decodable image ({exc})"
+                    f"query {row.query_id!r}: image_b64 is not base64 ({exc})"
                 ) from None
+            img = load_image(data, f"query {row.query_id!r} {row.modality.value} image_b64")
         return self._transforms[row.modality](img)
 
 

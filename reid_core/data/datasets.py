@@ -28,8 +28,9 @@ from reid_core.config.schema import DataConfig
 from reid_core.data.batch import ModalBatch
 from reid_core.data.dataset_index import DatasetIndex
 from reid_core.data.dropout import modality_dropout, seeded_rng
-from reid_core.data.transforms import build_transform, load_image
-from reid_core.errors import DataError
+from reid_core.data.images import load_image
+from reid_core.data.transforms import build_transform
+from reid_core.errors import DataError, printable
 from reid_core.modality import ALL_MODALITIES, Modality, canonical
 
 Sample = dict[str, Any]
@@ -100,7 +101,7 @@ class TrainDataset(Dataset):
         except DataError:
             if self.cfg.on_bad_image == "fail":
                 raise
-            bad.append(rel)
+            bad.append(printable(rel))  # printed as is: a name must not break the line
             return None
         return self._transforms[modality](img)
 
