@@ -89,9 +89,12 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
 
     loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
     study = create(loaded, place)
+    b = loaded.budget
+    budget = f"{b.n_trials} trial(s)" if b.n_trials is not None else f"{b.timeout:g} s"
     click.echo(
-        f"study {loaded.name} in {redact(place.storage)}: {len(study.trials)} trial(s) queued; "
-        f"parent run {study.user_attrs['mlflow_parent_run_id']}"
+        f"study {loaded.name} in {redact(place.storage)}: budget {budget}, "
+        f"{len(study.trials)} trial(s) so far; parent run "
+        f"{study.user_attrs['mlflow_parent_run_id']}"
     )
     click.echo(f"join with: reid study worker {loaded.name} --storage {redact(place.storage)}")
 

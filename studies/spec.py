@@ -19,6 +19,11 @@ from reid_core.errors import ReidError, printable
 from reid_core.safeio import check_path_length, parse_yaml, quote, read_yaml
 
 SPLITS = ("val", "trainval")
+# Budgets beyond these are mistakes, refused when the spec is loaded (docs/RELIABILITY.md).
+MAX_TRIALS = 100_000
+MAX_TIMEOUT_S = 30 * 24 * 3600  # 30 days; `reid study run` continues a study past it
+MAX_GRID_POINTS = MAX_TRIALS  # the grid sampler enumerates every combination up front
+MAX_SEED = 2**31 - 1  # numpy seeds stay below 2**32 with a worker index added
 SET_METRICS = ("mAP", "mAP100", "mINP", "R1", "R5", "R10")
 
 
@@ -27,7 +32,8 @@ class SpecError(ReidError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and infinity are never meaningful in a spec (an infinite timeout never ends)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------- space
@@ -141,14 +147,18 @@ class ParetoBest(_Section):
 
 class Sampler(_Section):
     type: Literal["tpe", "gp", "random", "grid", "cmaes"] = "tpe"
-    seed: int | None = 0
-    n_startup_trials: int = Field(4, ge=0, description="random trials first (tpe, gp, cmaes)")
+    seed: int | None = Field(0, ge=0, le=MAX_SEED)
+    n_startup_trials: int = Field(
+        4, ge=0, le=MAX_TRIALS, description="random trials first (tpe, gp, cmaes)"
+    )
     multivariate: bool = Field(True, description="tpe: model parameters jointly")
 
 
 class Pruner(_Section):
     type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
-    n_startup_trials: int = Field(2, ge=0, description="trials that are never pruned")
+    n_startup_trials: int = Field(
+        2, ge=0, le=MAX_TRIALS, description="trials that are never pruned"
+    )
     n_warmup_steps: int = Field(0, ge=0, description="epochs before pruning starts")
     interval_steps: int = Field(1, ge=1)
     percentile: float = Field(25.0, gt=0, lt=100, description="percentile pruner")
@@ -158,8 +168,10 @@ class Pruner(_Section):
 
 
 class Budget(_Section):
-    n_trials: int | None = Field(None, ge=1)
-    timeout: float | None = Field(None, gt=0, description="seconds, per `reid study run`")
+    n_trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
+    timeout: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_S, description="seconds, per `reid study run` or worker"
+    )
 
     @model_validator(mode="after")
     def _some(self) -> Budget:
@@ -170,9 +182,13 @@ class Budget(_Section):
 
 class Storage(_Section):
     url: str | None = Field(None, description="Optuna storage (default sqlite:///studies.db)")
-    heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats")
-    grace_period: int | None = Field(None, ge=1, description="stale after (default 2x interval)")
-    max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    heartbeat_interval: int = Field(
+        60, ge=1, le=3600, description="seconds between worker heartbeats"
+    )
+    grace_period: int | None = Field(
+        None, ge=1, le=7 * 24 * 3600, description="stale after (default 2x interval)"
+    )
+    max_retries: int = Field(2, ge=0, le=100, description="retries of a trial whose worker died")
     checkpoints: str | None = Field(
         None, description="trial run folders, readable by every worker (default runs/studies)"
     )
@@ -240,15 +256,35 @@ def _check_spec(spec: StudySpec) -> None:
             f"pruner: {spec.pruner.type!r} on a two-objective study; Optuna cannot prune "
             "multi-objective trials (remove the pruner or set type: none)"
         )
-    if spec.sampler.type == "grid" and any(
-        not isinstance(p, CategoricalParam) and (isinstance(p, FloatParam) and p.step is None)
-        for p in spec.space.values()
-    ):
-        raise SpecError("sampler: grid needs categorical parameters or floats with a step")
+    if spec.sampler.type == "grid":
+        _check_grid(spec)
     if spec.sampler.type == "cmaes" and any(
         isinstance(p, CategoricalParam) for p in spec.space.values()
     ):
         raise SpecError("sampler: cmaes cannot sample categorical parameters; use tpe or gp")
+
+
+def grid_points(param: Any) -> int:
+    """How many values the grid sampler tries for `param`."""
+    if isinstance(param, CategoricalParam):
+        return len(param.choices)
+    if isinstance(param, FloatParam):
+        assert param.step is not None
+        return int((param.high - param.low) // param.step) + 1
+    return (param.high - param.low) // param.step + 1
+
+
+def _check_grid(spec: StudySpec) -> None:
+    if any(isinstance(p, FloatParam) and p.step is None for p in spec.space.values()):
+        raise SpecError("sampler: grid needs categorical parameters or floats with a step")
+    total = 1
+    for key, param in spec.space.items():
+        total *= grid_points(param)
+        if total > MAX_GRID_POINTS:
+            raise SpecError(
+                f"space.{key}: the grid has more than {MAX_GRID_POINTS:,} points (the "
+                "grid sampler lists them all); use a coarser step or another sampler"
+            )
 
 
 def _check_conditions(spec: StudySpec) -> None:
