@@ -73,10 +73,20 @@ def scrub(text: str, url: str) -> str:
         cuts = [m.start() for m in re.finditer(r"[@/:?#]", secret)]
         secrets |= {secret[:c] for c in cuts} | {secret[c + 1 :] for c in cuts}
         secrets |= set(re.split(r"[@/:?#]", secret))
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 3:  # shorter ones would garble the message and protect nothing
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        if len(secret) >= 3:
             text = text.replace(secret, "***")
+        else:  # a short piece only where it stands alone (`host 'ss'`), not inside words
+            text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)
     return text
+
+
+def _password_hint(url: str) -> str:
+    """A hint when the password holds characters URL parsers split at."""
+    parts = _split_password(url)
+    if parts is None or not re.search(r"[@/:?#]", parts[1]):
+        return ""
+    return "; a password holding @ / : ? or # must be %-encoded in the URL (@ is %40, / is %2F)"
 
 
 def _first_line(exc: BaseException, url: str) -> str:
@@ -112,7 +122,9 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
             psycopg.connect(_libpq_url(url), connect_timeout=int(timeout)).close()
         except psycopg.Error as exc:
             reason = _first_line(exc, url) or "no answer"
-            raise StorageError(f"study storage {redact(url)} is unreachable ({reason})") from None
+            raise StorageError(
+                f"study storage {redact(url)} is unreachable ({reason}){_password_hint(url)}"
+            ) from None
         return
     if not url.startswith(("sqlite:", "mysql")):
         raise StorageError(
@@ -148,7 +160,8 @@ def open_storage(
                 ),
             )
         except Exception as exc:  # SQLAlchemy / driver errors, many types
-            raise StorageError(f"study storage {redact(url)}: {_first_line(exc, url)}") from None
+            reason = _first_line(exc, url) + _password_hint(url)
+            raise StorageError(f"study storage {redact(url)}: {reason}") from None
 
 
 def _lock_key(url: str, name: str) -> int:

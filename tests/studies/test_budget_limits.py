@@ -191,3 +191,14 @@ def test_an_unreachable_storage_is_one_line_without_its_password(url, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
     for piece in ("p4ss", "w0rd", "x9z", "q%40r", "ssw0rd"):
         assert piece not in err, err
+
+
+def test_the_issues_url_leaks_no_piece_and_gets_a_hint(capsys):
+    from studies.storage import scrub
+
+    url = "postgresql+psycopg://user:p@ss/w@host/db"
+    said = scrub("failed to resolve host 'ss': Name or service not known (address)", url)
+    assert "'***'" in said and "address" in said  # the piece alone, not inside a word
+    assert main(["study", "status", "x", "--storage", url.replace("@host", "@127.0.0.1:1")]) == 2
+    err = capsys.readouterr().err
+    assert "p@ss/w" not in err and "'ss'" not in err and "%-encoded" in err
