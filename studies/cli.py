@@ -102,7 +102,14 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
 @study_group.command("run")
 @click.argument("spec")
 @_DATA
-@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--workers",
+    "-w",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1, max=256),
+    help="Local worker processes (1 to 256).",
+)
 @click.option(
     "--gpus", default=None, metavar="0,1,..", help="One worker per listed GPU (overrides -w)."
 )

@@ -15,6 +15,8 @@ from experiments.cli_options import TRACKING_URI, client_for
 from reid_core.cli import echo_json
 from reid_core.errors import printable
 
+MAX_UPLOAD_MB = 256  # per image; the request body may hold three
+
 _MODEL = click.option(
     "--model",
     "model_uri",
@@ -100,8 +102,8 @@ def index_build(
     "--max-upload-mb",
     default=8.0,
     show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Largest image accepted per field.",
+    type=float,
+    help="Largest image accepted per field (0.01 to 256).",
 )
 @TRACKING_URI
 def serve_cmd(
@@ -119,6 +121,10 @@ def serve_cmd(
     from experiments.gallery.index import model_identity, open_index
     from experiments.gallery.serve import create_app
     from experiments.registry import load_model
+    from reid_core.errors import ReidError
+
+    if not 0.01 <= max_upload_mb <= MAX_UPLOAD_MB:  # NaN fails this too
+        raise ReidError(f"--max-upload-mb {max_upload_mb}: must be from 0.01 to {MAX_UPLOAD_MB}")
 
     index = open_index(index_dir, verify=True)  # a bad index is refused before anything else
     client_for(tracking_uri)

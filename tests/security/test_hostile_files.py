@@ -245,3 +245,22 @@ def test_json_limits_in_process(tmp_path):
     with pytest.raises(ReidError, match="not UTF-8"):
         path.write_bytes(b"\xff\xfe[]")
         read_json(path, ReidError)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--index", "nowhere", "--max-upload-mb", "inf"],
+        ["serve", "--index", "nowhere", "--max-upload-mb", "nan"],
+        ["data", "check", "nowhere", "-j", "100000"],
+        ["study", "run", "nothing", "-w", "100000"],
+    ],
+)
+def test_numbers_that_would_eat_the_machine_are_refused(args, capsys, tmp_path, monkeypatch):
+    from studies.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("must be from" in err or "not in the range" in err)
+    assert list(tmp_path.iterdir()) == []
