@@ -22,6 +22,10 @@ from PIL import Image, UnidentifiedImageError
 from reid_core.errors import DataError, printable
 
 MAX_PIXELS = 40_000_000  # width x height; a decompression bomb is refused before decoding
+# The formats Pillow may sniff: the dataset suffixes' (JPEG, PNG, BMP, WebP, TIFF) and GIF.
+# Never EPS (Pillow runs Ghostscript, a PostScript interpreter, on it) nor any of Pillow's
+# rarer parsers.
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF")
 # Source mode -> the mode it is converted to. 16-bit grey is scaled (>> 8), not clipped as
 # Pillow's own conversion would; 32-bit integer and float images (I, F), LAB, HSV and
 # premultiplied modes have no agreed 8-bit meaning and are refused.
@@ -106,11 +110,11 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
         fp = Path(source)
         _check_file(fp, name)
     try:
-        img = Image.open(fp)
+        img = Image.open(fp, formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bad(name, _bomb(exc), ImageTooLargeError) from None
     except UnidentifiedImageError:
-        raise _bad(name, "not an image format Pillow can read") from None
+        raise _bad(name, f"not an image format OmniReID reads ({', '.join(FORMATS)})") from None
     except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, ValueError, ...
         raise _bad(name, _first_line(exc)) from None
     try:

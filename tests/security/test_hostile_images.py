@@ -192,3 +192,26 @@ def test_a_root_named_with_a_newline_prints_one_summary_line(tmp_path):
     result = reid_bounded("data", "check", root, cwd=tmp_path)
     assert result.code == 0, result.err
     assert result.out.count("\n") == 1 and "da\\nta" in result.out
+
+
+def test_only_the_dataset_formats_are_parsed_never_eps(tmp_path, monkeypatch):
+    """EPS would make Pillow run Ghostscript (a PostScript interpreter) on the file: refused
+    at the format sniff, before any plugin runs, as are Pillow's rarer formats."""
+    import subprocess
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a program was started: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n"
+    (tmp_path / "x.jpg").write_bytes(eps)
+    assert "not an image format OmniReID reads" in image_problem(tmp_path / "x.jpg")
+    for fmt in ("ICO", "PPM", "TGA", "PCX", "JPEG2000"):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(buf, fmt)
+        with pytest.raises(BadImageError, match="not an image format OmniReID reads"):
+            load_image(buf.getvalue(), fmt)
+    buf = io.BytesIO()  # a phone's multi-picture JPEG is a JPEG
+    second = Image.new("RGB", (8, 8))
+    Image.new("RGB", (8, 8)).save(buf, "MPO", save_all=True, append_images=[second])
+    assert load_image(buf.getvalue()).size == (8, 8)
