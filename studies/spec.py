@@ -24,6 +24,7 @@ MAX_TRIALS = 100_000
 MAX_TIMEOUT_S = 30 * 24 * 3600  # 30 days; `reid study run` continues a study past it
 MAX_GRID_POINTS = MAX_TRIALS  # the grid sampler enumerates every combination up front
 MAX_SEED = 2**31 - 1  # numpy seeds stay below 2**32 with a worker index added
+MAX_ENQUEUE = 1_000  # configs written as trials when the study is created
 SET_METRICS = ("mAP", "mAP100", "mINP", "R1", "R5", "R10")
 
 
@@ -204,12 +205,12 @@ class Storage(_Section):
 
 
 class StudySpec(_Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     base: BaseConfig
     data: str | None = Field(None, description="dataset root (or --data)")
     space: dict[str, Param] = Field(default_factory=dict)
-    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ENQUEUE)
     objective: Objective = Objective()
     second_objective: SecondObjective | None = None
     pareto_best: ParetoBest = ParetoBest()

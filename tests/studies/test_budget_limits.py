@@ -50,6 +50,8 @@ def test_absurd_budgets_are_refused_naming_the_key(budget, key):
     ("changes", "key"),
     [
         ({"sampler": {"type": "random", "seed": 2**40}}, "sampler.seed"),
+        ({"enqueue": [{}] * 1001}, "enqueue"),
+        ({"name": "n" * 101}, "name"),
         ({"sampler": {"type": "random", "seed": -1}}, "sampler.seed"),
         ({"storage": {"heartbeat_interval": 10**12}}, "storage.heartbeat_interval"),
         ({"storage": {"max_retries": 10**9}}, "storage.max_retries"),
