@@ -167,7 +167,8 @@ def create_app(model: Any, index: Any, kind: str = "exact", max_bytes: int = 8 <
     def thumbnail(row: int) -> Response:
         if not 0 <= row < len(index.paths):
             raise HTTPException(404, f"no gallery row {row}")
-        return Response(_thumbnail(index, row), media_type="image/jpeg")
+        # decoded on the same single thread as queries, for the same reason (memory)
+        return Response(embedder.submit(_thumbnail, index, row).result(), media_type="image/jpeg")
 
     return app
 
