@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ LOADER_MODULE = "experiments.pyfunc"
 FORMAT_FILE = "omnireid.json"
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.yaml"
+FORMAT_MAX_BYTES = 64 << 10  # omnireid.json is a few hundred bytes
 VALUE_COLUMNS = ("path", "image_b64", "text")
 INPUT_COLUMNS = ("query_id", "modality", *VALUE_COLUMNS)
 
@@ -109,19 +109,21 @@ def save_model_data(model: Any, cfg: Any, directory: Path) -> Path:
 
 def read_format(data_path: Path) -> dict[str, Any]:
     """The format file of a saved model; a missing or newer format is a ModelFormatError."""
+    from reid_core.safeio import read_json
+
     path = Path(data_path) / FORMAT_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ModelFormatError(
-            f"{data_path}: not an OmniReID pyfunc model (no {FORMAT_FILE})"
-        ) from None
+    if not path.is_file():
+        raise ModelFormatError(f"{data_path}: not an OmniReID pyfunc model (no {FORMAT_FILE})")
+    meta = read_json(path, ModelFormatError, limit=FORMAT_MAX_BYTES, what="a model format file")
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{path}: not an OmniReID format file (not a JSON object)")
     found = meta.get("format_version")
     if found != FORMAT_VERSION:
         raise ModelFormatError(
-            f"model format version {found} (written by OmniReID "
-            f"{meta.get('omnireid_version', '?')}) cannot be read by this OmniReID, which reads "
-            f"format {FORMAT_VERSION}; install the version that logged it or re-log the model"
+            f"model format version {_short(found)} (written by OmniReID "
+            f"{_short(meta.get('omnireid_version', '?'))}) cannot be read by this OmniReID, "
+            f"which reads format {FORMAT_VERSION}; install the version that logged it or re-log "
+            "the model"
         )
     return meta
 
@@ -250,11 +252,11 @@ class OmniReIDPyfunc:
         return table
 
     def _image(self, row: _Row) -> Any:
-        from PIL import Image
-
-        from reid_core.data.transforms import build_transform, load_image
+        from reid_core.data.images import load_image
 
         if row.modality not in self._transforms:
+            from reid_core.data.transforms import build_transform
+
             self._transforms[row.modality] = build_transform(
                 row.modality, self.cfg.data, train=False
             )
@@ -262,12 +264,12 @@ class OmniReIDPyfunc:
             img = load_image(Path(row.value))
         else:
             try:
-                img = Image.open(io.BytesIO(base64.b64decode(row.value, validate=True)))
-                img.load()
-            except (binascii.Error, OSError, ValueError) as exc:
+                data = base64.b64decode(row.value, validate=True)
+            except (binascii.Error, ValueError) as exc:
                 raise DataError(
-                    f"query {row.query_id!r}: image_b64 is not a decodable image ({exc})"
+                    f"query {row.query_id!r}: image_b64 is not base64 ({exc})"
                 ) from None
+            img = load_image(data, f"query {row.query_id!r} {row.modality.value} image_b64")
         return self._transforms[row.modality](img)
 
 

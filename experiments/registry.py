@@ -250,17 +250,15 @@ def check_model_uri(uri: str, tracking_uri: str | None = None) -> None:
 
 
 def _check_mlmodel_file(path: Path, uri: str) -> None:
-    import yaml
-
     from experiments.pyfunc import ModelFormatError, check_mlmodel
+    from reid_core.safeio import read_yaml
 
-    try:
-        if path.stat().st_size > MLMODEL_MAX_BYTES:
-            limit = MLMODEL_MAX_BYTES // 1024
-            raise ModelFormatError(f"{uri}: MLmodel is over {limit} KiB: not an OmniReID model")
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        raise ModelFormatError(f"{uri}: unreadable MLmodel file ({_first_line(exc)})") from None
+    try:  # bounded: a regular file, no aliases, at most MLMODEL_MAX_BYTES and 64 levels deep
+        doc = read_yaml(path, ModelFormatError, limit=MLMODEL_MAX_BYTES, what="an MLmodel file")
+    except ModelFormatError as exc:
+        raise ModelFormatError(
+            f"{uri}: unreadable MLmodel file ({exc}): not an OmniReID model"
+        ) from None
     check_mlmodel(doc, uri)
 
 

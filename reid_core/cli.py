@@ -53,6 +53,7 @@ def config_presets() -> None:
 
 # ----------------------------------------------------------------------------------------- data
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+MAX_CHECK_WORKERS = 64  # decoding threads; each may hold a decoded image
 
 
 @click.group("data")
@@ -148,8 +149,8 @@ def data_synth(
 @click.option("--workers", "-j", type=int, default=None, help="Decoding threads (default: CPUs).")
 def data_check(root: Path, quick: bool, workers: int | None) -> None:
     """Decode every image and validate annotations and the evaluation file (exit 2 on problems)."""
-    if workers is not None and workers < 1:
-        raise DataError(f"--workers {workers}: must be >= 1")
+    if workers is not None and not 1 <= workers <= MAX_CHECK_WORKERS:
+        raise DataError(f"--workers {workers}: must be from 1 to {MAX_CHECK_WORKERS}")
     from reid_core.data.check import check_dataset
 
     report = check_dataset(root, quick=quick, workers=workers)
@@ -160,9 +161,13 @@ def data_check(root: Path, quick: bool, workers: int | None) -> None:
 
 def _print_stats(stats: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{stats['root']}  (digest {stats['digest']})", show_header=False)
+    from reid_core.errors import printable
+
+    root = escape(printable(stats["root"]))  # a folder name is neither markup nor two lines
+    table = Table(title=f"{root}  (digest {stats['digest']})", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     ids = stats["identities"]

@@ -56,4 +56,7 @@ def echo_json(obj: Any) -> None:
 
 
 def stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One line on stderr: control characters in names are escaped, never printed."""
+    from reid_core.errors import printable
+
+    print(printable(message), file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ Optuna, torch and MLflow are imported inside the command bodies, so `reid --help
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import click
 
 from experiments.cli_options import TRACKING_URI
 from reid_core import __version__
-from reid_core.errors import ReidError
+from reid_core.errors import ReidError, printable
+from reid_core.safeio import shorten
 
 _STORAGE = click.option(
     "--storage",
@@ -87,9 +89,12 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
 
     loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
     study = create(loaded, place)
+    b = loaded.budget
+    budget = f"{b.n_trials} trial(s)" if b.n_trials is not None else f"{b.timeout:g} s"
     click.echo(
-        f"study {loaded.name} in {redact(place.storage)}: {len(study.trials)} trial(s) queued; "
-        f"parent run {study.user_attrs['mlflow_parent_run_id']}"
+        f"study {loaded.name} in {redact(place.storage)}: budget {budget}, "
+        f"{len(study.trials)} trial(s) so far; parent run "
+        f"{study.user_attrs['mlflow_parent_run_id']}"
     )
     click.echo(f"join with: reid study worker {loaded.name} --storage {redact(place.storage)}")
 
@@ -97,7 +102,14 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
 @study_group.command("run")
 @click.argument("spec")
 @_DATA
-@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--workers",
+    "-w",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1, max=256),
+    help="Local worker processes (1 to 256).",
+)
 @click.option(
     "--gpus",
     default=None,
@@ -307,13 +319,21 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode click returns `ctx.exit(code)`'s code instead of exiting.
         code = group.main(args=argv, prog_name="reid", standalone_mode=False)
     except ReidError as exc:
-        click.echo(f"error: {exc}", err=True)
+        # printable again: the last line of defence, whatever built the message
+        click.echo(f"error: {printable(str(exc))}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        exc.message = printable(exc.message)  # it may quote an argument the user typed
         exc.show()
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        name = shorten(exc.filename or "", 80)
+        click.echo(f"error: {name}: file name too long (over the system's limit)", err=True)
+        return 2
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         # click turns a KeyboardInterrupt into Abort; `sigterm_as_interrupt` raises
         # KeyboardInterrupt("signal 15"): exit as a terminated process does (128 + 15), so a

@@ -142,7 +142,11 @@ def print_best(study: Any, spec: StudySpec, baseline: Path | None) -> None:
 
         print_metrics(json.loads(metrics.read_text(encoding="utf-8")), title="best trial, test")
     if baseline is not None:
-        base = json.loads(Path(baseline).read_text(encoding="utf-8"))
+        from reid_core.safeio import read_json
+
+        base = read_json(baseline, ReidError, limit=16 << 20, what="a metrics.json")
+        if not (isinstance(base, dict) and isinstance(base.get("score"), int | float)):
+            raise ReidError(f"--baseline {baseline}: not a metrics.json (no numeric score)")
         ratio = s["test_score"] / base["score"] if s["test_score"] and base["score"] else None
         click.echo(
             f"untrained baseline test score {base['score']:.4f} -> best trial "

@@ -12,12 +12,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reid_core.errors import ConfigError, ReidError
+from reid_core.errors import ConfigError, ReidError, printable
+from reid_core.safeio import check_path_length, parse_yaml, quote, read_yaml
 
 SPLITS = ("val", "trainval")
+# Budgets beyond these are mistakes, refused when the spec is loaded (docs/RELIABILITY.md).
+MAX_TRIALS = 100_000
+MAX_TIMEOUT_S = 30 * 24 * 3600  # 30 days; `reid study run` continues a study past it
+MAX_GRID_POINTS = MAX_TRIALS  # the grid sampler enumerates every combination up front
+MAX_SEED = 2**31 - 1  # numpy seeds stay below 2**32 with a worker index added
+MAX_ENQUEUE = 1_000  # configs written as trials when the study is created
 SET_METRICS = ("mAP", "mAP100", "mINP", "R1", "R5", "R10")
 
 
@@ -26,7 +32,8 @@ class SpecError(ReidError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN and infinity are never meaningful in a spec (an infinite timeout never ends)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------- space
@@ -77,7 +84,7 @@ class CategoricalParam(_Param):
     def _plain(self) -> CategoricalParam:
         for choice in self.choices:
             if not (choice is None or isinstance(choice, bool | int | float | str)):
-                raise ValueError(f"choice {choice!r} is not a number, string, bool or null")
+                raise ValueError(f"choice {quote(choice)} is not a number, string, bool or null")
         return self
 
     def contains(self, value: Any) -> bool:
@@ -140,14 +147,18 @@ class ParetoBest(_Section):
 
 class Sampler(_Section):
     type: Literal["tpe", "gp", "random", "grid", "cmaes"] = "tpe"
-    seed: int | None = 0
-    n_startup_trials: int = Field(4, ge=0, description="random trials first (tpe, gp, cmaes)")
+    seed: int | None = Field(0, ge=0, le=MAX_SEED)
+    n_startup_trials: int = Field(
+        4, ge=0, le=MAX_TRIALS, description="random trials first (tpe, gp, cmaes)"
+    )
     multivariate: bool = Field(True, description="tpe: model parameters jointly")
 
 
 class Pruner(_Section):
     type: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "median"
-    n_startup_trials: int = Field(2, ge=0, description="trials that are never pruned")
+    n_startup_trials: int = Field(
+        2, ge=0, le=MAX_TRIALS, description="trials that are never pruned"
+    )
     n_warmup_steps: int = Field(0, ge=0, description="epochs before pruning starts")
     interval_steps: int = Field(1, ge=1)
     percentile: float = Field(25.0, gt=0, lt=100, description="percentile pruner")
@@ -157,8 +168,10 @@ class Pruner(_Section):
 
 
 class Budget(_Section):
-    n_trials: int | None = Field(None, ge=1)
-    timeout: float | None = Field(None, gt=0, description="seconds, per `reid study run`")
+    n_trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
+    timeout: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_S, description="seconds, per `reid study run` or worker"
+    )
 
     @model_validator(mode="after")
     def _some(self) -> Budget:
@@ -169,9 +182,13 @@ class Budget(_Section):
 
 class Storage(_Section):
     url: str | None = Field(None, description="Optuna storage (default sqlite:///studies.db)")
-    heartbeat_interval: int = Field(60, ge=1, description="seconds between worker heartbeats")
-    grace_period: int | None = Field(None, ge=1, description="stale after (default 2x interval)")
-    max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    heartbeat_interval: int = Field(
+        60, ge=1, le=3600, description="seconds between worker heartbeats"
+    )
+    grace_period: int | None = Field(
+        None, ge=1, le=7 * 24 * 3600, description="stale after (default 2x interval)"
+    )
+    max_retries: int = Field(2, ge=0, le=100, description="retries of a trial whose worker died")
     checkpoints: str | None = Field(
         None, description="trial run folders, readable by every worker (default runs/studies)"
     )
@@ -187,12 +204,12 @@ class Storage(_Section):
 
 
 class StudySpec(_Section):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     base: BaseConfig
     data: str | None = Field(None, description="dataset root (or --data)")
     space: dict[str, Param] = Field(default_factory=dict)
-    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ENQUEUE)
     objective: Objective = Objective()
     second_objective: SecondObjective | None = None
     pareto_best: ParetoBest = ParetoBest()
@@ -237,15 +254,35 @@ def _check_spec(spec: StudySpec) -> None:
             f"pruner: {spec.pruner.type!r} on a two-objective study; Optuna cannot prune "
             "multi-objective trials (remove the pruner or set type: none)"
         )
-    if spec.sampler.type == "grid" and any(
-        not isinstance(p, CategoricalParam) and (isinstance(p, FloatParam) and p.step is None)
-        for p in spec.space.values()
-    ):
-        raise SpecError("sampler: grid needs categorical parameters or floats with a step")
+    if spec.sampler.type == "grid":
+        _check_grid(spec)
     if spec.sampler.type == "cmaes" and any(
         isinstance(p, CategoricalParam) for p in spec.space.values()
     ):
         raise SpecError("sampler: cmaes cannot sample categorical parameters; use tpe or gp")
+
+
+def grid_points(param: Any) -> int:
+    """How many values the grid sampler tries for `param`."""
+    if isinstance(param, CategoricalParam):
+        return len(param.choices)
+    if isinstance(param, FloatParam):
+        assert param.step is not None
+        return int((param.high - param.low) // param.step) + 1
+    return (param.high - param.low) // param.step + 1
+
+
+def _check_grid(spec: StudySpec) -> None:
+    if any(isinstance(p, FloatParam) and p.step is None for p in spec.space.values()):
+        raise SpecError("sampler: grid needs categorical parameters or floats with a step")
+    total = 1
+    for key, param in spec.space.items():
+        total *= grid_points(param)
+        if total > MAX_GRID_POINTS:
+            raise SpecError(
+                f"space.{key}: the grid has more than {MAX_GRID_POINTS:,} points (the "
+                "grid sampler lists them all); use a coarser step or another sampler"
+            )
 
 
 def _check_conditions(spec: StudySpec) -> None:
@@ -257,7 +294,7 @@ def _check_conditions(spec: StudySpec) -> None:
                     f"space.{key}.when: {parent!r} must be a parameter listed before {key!r}"
                 )
             if not spec.space[parent].contains(value):
-                raise SpecError(f"space.{key}.when: {parent}={value!r} is outside its space")
+                raise SpecError(f"space.{key}.when: {parent}={quote(value)} is outside its space")
 
 
 def _check_enqueued(spec: StudySpec, i: int, config: dict[str, Any]) -> None:
@@ -266,7 +303,9 @@ def _check_enqueued(spec: StudySpec, i: int, config: dict[str, Any]) -> None:
         if param is None:
             raise SpecError(f"enqueue[{i}]: {key!r} is not a parameter of the space")
         if not param.contains(value):
-            raise SpecError(f"enqueue[{i}]: {key}={value!r} is outside the space ({_show(param)})")
+            raise SpecError(
+                f"enqueue[{i}]: {key}={quote(value)} is outside the space ({_show(param)})"
+            )
 
 
 def _show(param: Any) -> str:
@@ -286,7 +325,7 @@ def _check_objective(metric: str) -> None:
     )
     if not ok:
         raise SpecError(
-            f"objective.metric: training never produces {metric!r} (expected val/score, "
+            f"objective.metric: training never produces {quote(metric)} (expected val/score, "
             f"val/mm/1..4 or val/<{'|'.join(SET_METRICS)}>/<set>, e.g. val/mAP/nir_sk)"
         )
 
@@ -301,25 +340,27 @@ def shipped_specs() -> dict[str, str]:
     out = {}
     for entry in sorted(_specs_folder().iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            tree = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
+            tree = parse_yaml(entry.read_text(encoding="utf-8"), entry.name, SpecError) or {}
             out[entry.name.removesuffix(".yaml")] = str(tree.get("description", "")).strip()
     return out
 
 
-def _spec_text(name_or_path: str | Path) -> tuple[str, str, Path | None]:
+def _spec_tree(name_or_path: str | Path) -> tuple[Any, str, Path | None]:
+    """The parsed YAML of a spec file (bounded: `reid_core.safeio`) or a shipped spec, where it
+    came from, and the folder a relative `base.config` is resolved against."""
+    check_path_length(str(name_or_path), "study spec", SpecError)
     path = Path(name_or_path)
     shipped = _specs_folder() / f"{name_or_path}.yaml"
     if path.suffix in (".yaml", ".yml") or path.is_file() or not shipped.is_file():
-        if not path.is_file() and path.suffix not in (".yaml", ".yml"):
+        if not path.exists() and path.suffix not in (".yaml", ".yml"):
             names = ", ".join(shipped_specs())
-            raise SpecError(f"unknown study spec {str(path)!r} (shipped: {names}; or a path)")
-        if not path.is_file():
+            raise SpecError(f"unknown study spec {quote(str(path))} (shipped: {names}; or a path)")
+        if not path.exists():
             raise SpecError(f"study spec {path}: no such file")
-        try:
-            return path.read_text(encoding="utf-8"), str(path), path.resolve().parent
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(f"study spec {path}: cannot read ({exc})") from None
-    return shipped.read_text(encoding="utf-8"), f"shipped spec {name_or_path}", None
+        tree = read_yaml(path, SpecError, what="a study spec")
+        return tree, str(path), path.resolve().parent
+    source = f"shipped spec {name_or_path}"
+    return parse_yaml(shipped.read_text(encoding="utf-8"), source, SpecError), source, None
 
 
 def parse_spec(tree: Any, source: str = "study spec") -> StudySpec:
@@ -340,13 +381,7 @@ def parse_spec(tree: Any, source: str = "study spec") -> StudySpec:
 def load_spec(name_or_path: str | Path) -> StudySpec:
     """A shipped spec by name (`demo`) or a YAML file; a relative `base.config` is resolved
     against the spec's folder."""
-    text, source, folder = _spec_text(name_or_path)
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{source}:{where} not valid YAML") from None
+    tree, source, folder = _spec_tree(name_or_path)
     base = tree.get("base") if isinstance(tree, dict) else None
     relative = isinstance(base, dict) and isinstance(base.get("config"), str)
     if folder is not None and relative and not Path(base["config"]).is_absolute():
@@ -357,16 +392,19 @@ def load_spec(name_or_path: str | Path) -> StudySpec:
 def _format(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = ".".join(printable(p) for p in err["loc"] if not str(p).startswith("function-"))
         loc = _strip_tags(loc)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {loc!r}")
+            lines.append(f"unknown key '{loc}'")
         elif err["type"] == "literal_error":
             got = err.get("input")
-            lines.append(f"{loc}: unknown value {got!r} ({msg.lower()})")
+            lines.append(f"{loc}: unknown value {quote(got)} ({msg.lower()})")
         elif err["type"] == "union_tag_invalid":
-            lines.append(f"{loc}: unknown type {err.get('input', {})!r} (float, int, categorical)")
+            got = quote(err.get("input", {}))
+            lines.append(f"{loc}: unknown type {got} (float, int, categorical)")
+        elif loc and isinstance(err.get("input"), int | float | str) and err["type"] != "missing":
+            lines.append(f"{loc}: {msg} (got {quote(err['input'])})")
         else:
             lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(dict.fromkeys(lines))

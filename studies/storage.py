@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reid_core.errors import ReidError
+from reid_core.errors import ReidError, printable
 
 DEFAULT_STORAGE = "sqlite:///studies.db"
 _PG = re.compile(r"^postgres(ql)?(\+\w+)?://")
@@ -31,9 +31,68 @@ def resolve_url(url: str | None, spec_url: str | None = None) -> str:
     return url or spec_url or DEFAULT_STORAGE
 
 
+_QUERY_PASSWORD = re.compile(r"([?&;]password=)([^&;#]*)", re.IGNORECASE)
+
+
+def _split_password(url: str) -> tuple[str, str, str] | None:
+    """`(scheme://user, password, @rest)` of a URL with a password, else None. The user info
+    ends at the LAST `@`: a password may hold `@`, `/`, `:` or `%`-escapes (better to hide too
+    much than too little); a `/` before the first `:` means a path, not a user (SQLite)."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return None
+    user, colon, password = rest[:at].partition(":")
+    if not colon or "/" in user:
+        return None
+    return f"{scheme}://{user}", password, rest[at:]
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by `***` (for logs, tags and errors)."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """The URL with its password replaced by `***`, whatever the password holds, and a
+    `password=` query parameter too (for logs, tags and errors)."""
+    parts = _split_password(url)
+    if parts is not None and parts[1]:
+        url = f"{parts[0]}:***{parts[2]}"
+    return printable(_QUERY_PASSWORD.sub(r"\1***", url))
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a driver's error message) with `url` redacted and its password, as written or
+    %-decoded, replaced wherever it appears (libpq echoes parts of a connection string)."""
+    from urllib.parse import unquote
+
+    text = text.replace(url, redact(url))
+    parts = _split_password(url)
+    secrets = {parts[1]} if parts is not None else set()
+    secrets |= {m.group(2) for m in _QUERY_PASSWORD.finditer(url)}
+    secrets |= {unquote(s) for s in secrets}
+    # a parser that split the URL inside the password echoes a piece of it: the pieces between,
+    # before and after `@ / : ? #` go too
+    for secret in list(secrets):
+        cuts = [m.start() for m in re.finditer(r"[@/:?#]", secret)]
+        secrets |= {secret[:c] for c in cuts} | {secret[c + 1 :] for c in cuts}
+        secrets |= set(re.split(r"[@/:?#]", secret))
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
+        else:  # a short piece only where it stands alone (`host 'ss'`), not inside words
+            text = re.sub(rf"(?<![\w%]){re.escape(secret)}(?![\w%])", "***", text)
+    return text
+
+
+def _password_hint(url: str) -> str:
+    """A hint when the password holds characters URL parsers split at."""
+    parts = _split_password(url)
+    if parts is None or not re.search(r"[@/:?#]", parts[1]):
+        return ""
+    return "; a password holding @ / : ? or # must be %-encoded in the URL (@ is %40, / is %2F)"
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    """The first line of a driver's error, its password scrubbed, at most 200 characters."""
+    text = scrub(str(exc).strip(), url)
+    return text.splitlines()[0][:200] if text else ""
 
 
 def is_postgres(url: str) -> bool:
@@ -62,8 +121,10 @@ def check_reachable(url: str, timeout: float = 5.0) -> None:
         try:
             psycopg.connect(_libpq_url(url), connect_timeout=int(timeout)).close()
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "no answer"
-            raise StorageError(f"study storage {redact(url)} is unreachable ({reason})") from None
+            reason = _first_line(exc, url) or "no answer"
+            raise StorageError(
+                f"study storage {redact(url)} is unreachable ({reason}){_password_hint(url)}"
+            ) from None
         return
     if not url.startswith(("sqlite:", "mysql")):
         raise StorageError(
@@ -99,7 +160,7 @@ def open_storage(
                 ),
             )
         except Exception as exc:  # SQLAlchemy / driver errors, many types
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = _first_line(exc, url) + _password_hint(url)
             raise StorageError(f"study storage {redact(url)}: {reason}") from None
 
 

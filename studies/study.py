@@ -2,9 +2,10 @@
 
 A study's user attrs hold everything a worker on another machine needs (the spec, data root,
 checkpoint folder, tracking URI, parent run id), so `reid study worker NAME --storage URL` is
-all a second machine runs. The budget is a number of trial slots (WAITING trials, enqueued
-configs first) that workers claim one at a time under `study_lock`: no two workers overshoot
-`n_trials`, and a rerun after an interruption tops the slots up again.
+all a second machine runs. The budget is `n_trials` counted trials (`counted`): the spec's
+enqueued configs wait as WAITING trials, and a worker claims a new slot only when it starts a
+trial (`slots_left`, under `study_lock`), so no two workers overshoot `n_trials`, a rerun after an
+interruption claims what is left, and a huge budget costs nothing up front.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from reid_core.errors import ReidError
 from studies.spec import StudySpec, parse_spec, spec_to_dict
-from studies.storage import open_storage, redact, study_lock
+from studies.storage import open_storage, redact, scrub, study_lock
 
 DEFAULT_CHECKPOINTS = Path("runs") / "studies"
 ATTR_SPEC = "spec"
@@ -122,7 +123,7 @@ def load(
     try:
         summaries = optuna.get_all_study_names(storage)
     except Exception as exc:
-        raise StudyError(f"study storage {redact(url)}: {exc}") from None
+        raise StudyError(f"study storage {redact(url)}: {scrub(str(exc), url)}") from None
     if name not in summaries:
         known = ", ".join(sorted(summaries)) or "none"
         raise StudyError(f"no study {name!r} in {redact(url)} (studies there: {known})")
@@ -152,7 +153,8 @@ def _stored_spec(name: str, url: str) -> StudySpec:
     except KeyError:
         raise StudyError(f"no study {name!r} in {redact(url)}") from None
     except Exception as exc:
-        raise StudyError(f"study storage {redact(url)}: {str(exc).splitlines()[0]}") from None
+        reason = scrub(str(exc), url).splitlines() or [type(exc).__name__]
+        raise StudyError(f"study storage {redact(url)}: {reason[0]}") from None
     if ATTR_SPEC not in attrs:
         raise StudyError(f"study {name!r} in {redact(url)} was not made by `reid study`")
     return parse_spec(attrs[ATTR_SPEC], f"study {name} spec")
@@ -202,7 +204,6 @@ def create(spec: StudySpec, place: Placement) -> Any:
             study.set_user_attr(ATTR_PARENT, _parent_run(store, spec, place.storage))
             for config in spec.enqueue:
                 study.enqueue_trial(config, user_attrs={"enqueued": True})
-        top_up(study)
     return study
 
 
@@ -282,16 +283,13 @@ def counted(trial: Any) -> bool:
     return trial.state is TrialState.FAIL and "fail_reason" in trial.user_attrs
 
 
-def top_up(study: Any) -> int:
-    """Enqueue empty slots until the counted trials reach `n_trials` (call under the lock);
-    returns how many were added."""
+def slots_left(study: Any) -> int | None:
+    """Trials the budget still allows beyond the counted ones (call under the lock when about
+    to claim one); None for a budget of time alone."""
     n_trials = study.user_attrs.get("n_trials")
     if n_trials is None:
-        return 0
-    have = sum(counted(t) for t in study.get_trials(deepcopy=False))
-    for _ in range(max(0, n_trials - have)):
-        study.enqueue_trial({}, user_attrs={"slot": True})
-    return max(0, n_trials - have)
+        return None
+    return max(0, int(n_trials) - sum(counted(t) for t in study.get_trials(deepcopy=False)))
 
 
 def budget_met(study: Any) -> bool:

@@ -93,19 +93,24 @@ def _context(args: WorkerArgs, spec: Any, study: Any) -> Any:
 
 
 def work(args: WorkerArgs) -> int:
-    """Run trials of `args.study` until no slot is left and no other trial may need a retry."""
+    """Run trials of `args.study` until no slot is left and no other trial may need a retry, or
+    until the budget's timeout (a trial running then is finished; no new one starts)."""
     from studies.study import load
 
     study, spec, storage = load(args.study, args.storage, worker=args.index)
     ctx = _context(args, spec, study)
     me = f"{socket.gethostname()}:{os.getpid()}"
     wait = min(5.0, float(spec.storage.heartbeat_interval))
-    while args.deadline is None or time.time() < args.deadline:
+    deadline = args.deadline
+    if deadline is None and spec.budget.timeout is not None:  # `reid study worker`
+        deadline = time.time() + spec.budget.timeout
+    while deadline is None or time.time() < deadline:
         trial, others_running = retry_db(_claim, args, study, spec, me)
         if trial is None:
             if not others_running:
                 break
-            time.sleep(wait)  # a running trial may die and need a retry
+            # a running trial may die and need a retry; never sleep past the deadline
+            time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.time())))
             continue
         _run(ctx, study, storage, trial)
         update_parent(ctx.store, study, spec)
@@ -115,9 +120,12 @@ def work(args: WorkerArgs) -> int:
 
 def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]:
     """Under the study lock: fail stale trials (their retries become WAITING), then take the
-    oldest waiting slot. Without `n_trials` (a timeout budget) a new trial is always there."""
+    oldest waiting trial (an enqueued config or a retry), else a new one while the budget has
+    slots left. Without `n_trials` (a timeout budget) a new trial is always there."""
     import optuna
     from optuna.trial import TrialState
+
+    from studies.study import slots_left
 
     with study_lock(args.storage, args.study), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -127,9 +135,9 @@ def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]
         trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
         waiting = any(t.state is TrialState.WAITING for t in trials)
         running = any(t.state is TrialState.RUNNING for t in trials)
-        if not waiting and study.user_attrs.get("n_trials") is not None:
+        if not waiting and slots_left(study) == 0:
             return None, running
-        trial = study.ask()
+        trial = study.ask()  # the oldest WAITING trial, else a new one (claiming a slot)
         trial.set_user_attr("worker", me)
         return trial, running
 

@@ -13,6 +13,9 @@ import click
 
 from experiments.cli_options import TRACKING_URI, client_for
 from reid_core.cli import echo_json
+from reid_core.errors import printable
+
+MAX_UPLOAD_MB = 256  # per image; the request body may hold three
 
 _MODEL = click.option(
     "--model",
@@ -71,8 +74,9 @@ def index_build(
     index, what = build_index(model, model_uri, gallery, out, chunk_rows=chunk_rows)
     if kind != "exact":
         index.faiss(kind)
+    rows, dim = index.embeddings.shape
     click.echo(
-        f"{what}: {out} holds {len(index.paths)} images x {index.embeddings.shape[1]} by "
+        f"{what}: {printable(out)} holds {rows} images x {dim} by "
         f"{describe(index.meta['model'])}" + (f"; faiss {kind} ready" if kind != "exact" else "")
     )
 
@@ -98,8 +102,8 @@ def index_build(
     "--max-upload-mb",
     default=8.0,
     show_default=True,
-    type=click.FloatRange(min=0.01),
-    help="Largest image accepted per field.",
+    type=float,
+    help="Largest image accepted per field (0.01 to 256).",
 )
 @TRACKING_URI
 def serve_cmd(
@@ -117,15 +121,20 @@ def serve_cmd(
     from experiments.gallery.index import model_identity, open_index
     from experiments.gallery.serve import create_app
     from experiments.registry import load_model
+    from reid_core.errors import ReidError
 
+    if not 0.01 <= max_upload_mb <= MAX_UPLOAD_MB:  # NaN fails this too
+        raise ReidError(f"--max-upload-mb {max_upload_mb}: must be from 0.01 to {MAX_UPLOAD_MB}")
+
+    index = open_index(index_dir, verify=True)  # a bad index is refused before anything else
     client_for(tracking_uri)
-    index = open_index(index_dir)
     model = load_model(model_uri)
     index.check_model(model_identity(model, model_uri))
     if kind != "exact":
         index.faiss(kind)  # build (or read) it before the first request
     app = create_app(model, index, kind=kind, max_bytes=int(max_upload_mb * 2**20))
-    click.echo(f"serving {index_dir} ({len(index.paths)} images, {kind}) at http://{host}:{port}")
+    shown = printable(index_dir)
+    click.echo(f"serving {shown} ({len(index.paths)} images, {kind}) at http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -200,10 +209,10 @@ def search_cmd(
         matches_json = [m.as_dict() for m in matches]
         echo_json({"model": model_uri, "gallery_cached": cached, "matches": matches_json})
         return
-    click.echo(f"{model_uri}; {source}")
+    click.echo(printable(f"{model_uri}; {source}"))
     for m in matches:
         ident = "-" if m.identity is None else f"{m.identity:04d}"
-        click.echo(f"{m.rank:>4}  {m.score:.4f}  id {ident}  {m.path}")
+        click.echo(f"{m.rank:>4}  {m.score:.4f}  id {ident}  {printable(m.path)}")
 
 
 def register(root: click.Group) -> None:

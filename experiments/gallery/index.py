@@ -2,13 +2,15 @@
 
 Layout of INDEX/ (a folder):
   index.json        format, status (`building` | `complete`), the model's identity, the gallery
-                    folder, row count, embedding size, chunk size
+                    folder, row count, embedding size, chunk size, and the manifest: size and
+                    sha256 of every file below (`experiments.gallery.manifest`, checked on open)
   paths.json        gallery paths relative to the gallery folder, in row order
   identities.npy    int64 identity per row (the 4-digit parent folder; -1 when there is none)
   chunks/NNNNNN.npy embeddings while building, one file per chunk (atomic: a chunk is there
                     whole or not at all, so an interrupted build continues where it stopped)
   embeddings.npy    `[N, D]` float32, L2-normalised, once complete (memory-mapped when read)
-  faiss_<kind>.index an approximate index (HNSW or IVF), built on first use and kept
+  faiss_<kind>.index an approximate index (HNSW or IVF), built on first use and kept (and added
+                    to the manifest)
 
 A search refuses an index whose model identity (weights + config digest) is not the given
 model's. Exact search is a chunked matrix product with `argpartition` per chunk; `hnsw` and `ivf`
@@ -26,11 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from experiments.gallery import manifest
+from experiments.gallery.manifest import GalleryIndexError
+from reid_core.data.evalfile import parse_identity_folder
 from reid_core.errors import DataError, ReidError
 from reid_core.fileio import atomic_path
 from reid_core.modality import IMAGE_SUFFIXES
+from reid_core.safeio import check_path_length, quote
 
-FORMAT_VERSION = 1
+__all__ = ["GalleryIndex", "GalleryIndexError", "build_index", "open_index"]
+
+FORMAT_VERSION = 2  # 2: index.json holds the manifest
 KINDS = ("exact", "hnsw", "ivf")
 EXACT_CHUNK = 131_072  # rows per matrix product: 256 MiB of float32 at D=512
 # Search-time defaults from the sweep in bench/gallery_index_bench.py at 1M rows (efSearch 256
@@ -40,13 +48,10 @@ IVF_NPROBE = 128  # of about 2 sqrt(N) lists
 IVF_KMEANS_ITERATIONS = 10
 
 
-class GalleryIndexError(ReidError):
-    """An index that is missing, unfinished, of another format, or made by another model."""
-
-
 # ---------------------------------------------------------------------------- gallery files
 def gallery_folder(gallery: Path) -> Path:
     """The folder whose RGB images are the gallery: a dataset ROOT's `vis/`, else `gallery`."""
+    check_path_length(gallery, "--gallery", DataError)
     gallery = Path(gallery)
     if not gallery.is_dir():
         raise DataError(f"--gallery {gallery}: not a folder")
@@ -63,9 +68,8 @@ def gallery_files(gallery: Path) -> list[Path]:
 
 
 def path_identity(path: Path) -> int | None:
-    """The identity of a gallery image: its 4-digit parent folder, else None."""
-    name = path.parent.name
-    return int(name) if name.isascii() and name.isdigit() else None
+    """The identity of a gallery image: its numbered parent folder (`0007`), else None."""
+    return parse_identity_folder(path.parent.name)
 
 
 def features(out: Any) -> np.ndarray:
@@ -167,45 +171,43 @@ class GalleryIndex:
         if kind not in ("hnsw", "ivf"):
             raise ReidError(f"--kind {kind!r}: choose one of {', '.join(KINDS)}")
         if kind not in self._faiss:
-            path = self.folder / f"faiss_{kind}.index"
-            if path.is_file():
+            name = f"faiss_{kind}.index"
+            path = manifest.checked_faiss_file(self.folder, self.meta, name)
+            if path is not None:
                 self._faiss[kind] = faiss.read_index(str(path))
             else:
                 self._faiss[kind] = build_faiss(self.embeddings, kind)
-                with atomic_path(path) as tmp:
+                with atomic_path(self.folder / name) as tmp:
                     faiss.write_index(self._faiss[kind], str(tmp))
+                    entry = manifest.file_entry(tmp)
+                self.meta["files"][name] = entry
+                _write_json(self.folder / manifest.META_FILE, self.meta)
         return self._faiss[kind]
 
 
-def open_index(folder: Path) -> GalleryIndex:
-    """Read a complete index (embeddings memory-mapped); one-line errors otherwise."""
+def open_index(folder: Path, verify: bool = False) -> GalleryIndex:
+    """Read a complete index (embeddings memory-mapped), checked against its manifest (see
+    `experiments.gallery.manifest`; `verify` hashes the embeddings too); one-line errors."""
     folder = Path(folder)
-    meta = _read_meta(folder)
+    meta = manifest.read_meta(folder)
     if meta is None:
         raise GalleryIndexError(f"--index {folder}: not an index (no index.json); build one first")
     if meta.get("format_version") != FORMAT_VERSION:
         raise GalleryIndexError(
-            f"--index {folder}: index format {meta.get('format_version')} cannot be read "
-            f"(this OmniReID reads {FORMAT_VERSION}); rebuild it"
+            f"--index {folder}: index format {quote(meta.get('format_version'))} cannot "
+            f"be read (this OmniReID reads {FORMAT_VERSION}); rebuild it"
         )
-    if meta.get("status") != "complete":
+    complete = meta.get("status") == "complete"
+    manifest.check_meta(meta, folder, complete)
+    if not complete:
         raise GalleryIndexError(
             f"--index {folder}: unfinished build ({_done_rows(folder, meta)}/{meta['count']} "
             "rows); run the same `reid index build` again to continue"
         )
-    paths = json.loads((folder / "paths.json").read_text(encoding="utf-8"))
-    ids = np.load(folder / "identities.npy")
-    emb = np.load(folder / "embeddings.npy", mmap_mode="r")
+    paths = manifest.read_paths(folder, meta)
+    ids = manifest.read_identities(folder, meta)
+    emb = manifest.open_embeddings(folder, meta, verify)
     return GalleryIndex(folder, meta, paths, ids, emb)
-
-
-def _read_meta(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise GalleryIndexError(f"{folder / 'index.json'}: unreadable ({exc})") from None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -219,7 +221,7 @@ def listing_digest(gallery: Path, rel: list[str]) -> str:
     h = hashlib.sha256()
     for r in rel:
         st = (gallery / r).stat()
-        h.update(f"{r}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{r}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -250,7 +252,7 @@ def build_index(
     out = Path(out)
     state = _resume_state(out, meta)
     if state == "up to date":
-        return open_index(out), state
+        return open_index(out, verify=True), state
     out.mkdir(parents=True, exist_ok=True)
     if state == "new":
         _write_json(out / "paths.json", rel)
@@ -261,24 +263,32 @@ def build_index(
     done_before = _done_rows(out, meta)
     _embed_chunks(model, files, out / "chunks", chunk_rows, progress)
     meta["dim"] = _concatenate(out, len(rel), chunk_rows)
+    meta["files"] = {name: manifest.file_entry(out / name) for name in manifest.DATA_FILES}
     meta["status"] = "complete"
     _write_json(out / "index.json", meta)
     shutil.rmtree(out / "chunks", ignore_errors=True)
-    return open_index(out), ("built" if done_before == 0 else f"resumed at row {done_before}")
+    what = "built" if done_before == 0 else f"resumed at row {done_before}"
+    return open_index(out, verify=True), what
 
 
 def _resume_state(out: Path, meta: dict[str, Any]) -> str:
     """`new`, `resume` or `up to date`; an index of another model or gallery is refused."""
     if out.exists() and not out.is_dir():
         raise GalleryIndexError(f"--out {out} is a file, not a folder")
-    old = _read_meta(out) if out.is_dir() else None
+    old = manifest.read_meta(out) if out.is_dir() else None
     if old is None:
         if out.is_dir() and any(out.iterdir()):
             raise GalleryIndexError(
                 f"--out {out}: a folder that is not an index; choose an empty one"
             )
         return "new"
-    same_model = old.get("model", {}).get("weights_digest") == meta["model"]["weights_digest"]
+    if old.get("format_version") != FORMAT_VERSION:
+        raise GalleryIndexError(
+            f"--out {out} holds an index of format {quote(old.get('format_version'))}, "
+            f"not {FORMAT_VERSION}; remove it or choose another --out"
+        )
+    manifest.check_meta(old, out, complete=False)
+    same_model = old["model"]["weights_digest"] == meta["model"]["weights_digest"]
     same_gallery = (old.get("gallery"), old.get("listing_digest")) == (
         meta["gallery"],
         meta["listing_digest"],

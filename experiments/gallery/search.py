@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.gallery.index import (
+    FORMAT_VERSION,
     GalleryIndex,
     build_index,
     features,
@@ -31,8 +32,10 @@ from experiments.gallery.index import (
 )
 from reid_core.errors import DataError, ReidError
 from reid_core.modality import Modality
+from reid_core.safeio import check_path_length, quote, shorten
 
 CACHE_ENV = "OMNIREID_SEARCH_CACHE"
+MAX_TEXT = 2_000  # characters of a query caption (CLI and service)
 
 
 @dataclass
@@ -46,20 +49,48 @@ class Match:
         return dict(self.__dict__)
 
 
+class TextTooLongError(ReidError):
+    """A caption over `MAX_TEXT` characters (the service's 413)."""
+
+
+def check_text(text: str, where: str) -> str:
+    """A query caption, stripped: refused when blank or over `MAX_TEXT` characters (the same
+    rule for `reid search` and the service)."""
+    if not text.strip():
+        raise ReidError(f"{where}: the caption is empty (only whitespace)")
+    if len(text) > MAX_TEXT:
+        raise TextTooLongError(f"{where}: longer than {MAX_TEXT} characters ({len(text)})")
+    return text.strip()
+
+
+def check_image_file(value: str, where: str) -> None:
+    """A query image on disk: a regular file whose header passes `open_image` (size, pixel
+    limit, mode), checked before any model is loaded."""
+    from reid_core.data.images import open_image
+
+    check_path_length(value, where, DataError)
+    if not Path(value).exists():
+        raise DataError(f"{where}: file not found")
+    open_image(Path(value), value).close()
+
+
 def parse_query(items: tuple[str, ...] | list[str]) -> list[tuple[Modality, str]]:
     """`nir=PATH`, `text=...`: one item per modality, never RGB (the gallery's modality)."""
     out: list[tuple[Modality, str]] = []
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not value:
-            raise ReidError(f"--query {item!r} is not of the form MODALITY=VALUE")
+            raise ReidError(f"--query {quote(item)} is not of the form MODALITY=VALUE")
         modality = Modality.parse(name)
         if modality is Modality.VIS:
             raise ReidError("--query cannot be RGB (vis): the gallery is RGB")
         if any(m is modality for m, _ in out):
             raise ReidError(f"--query gives {modality.value} twice")
-        if modality.is_image and not Path(value).is_file():
-            raise DataError(f"--query {modality.value}={value}: file not found")
+        where = f"--query {modality.value}={shorten(value, 120)}"
+        if modality.is_image:
+            check_image_file(value, where)
+        else:
+            value = check_text(value, f"--query {modality.value}")
         out.append((modality, value))
     if not out:
         raise ReidError("give at least one --query MODALITY=VALUE")
@@ -83,9 +114,8 @@ def folder_index(
     `scratch` (a folder the caller removes)."""
     base = gallery_folder(Path(gallery).resolve())
     rel = [p.relative_to(base).as_posix() for p in gallery_files(base)]
-    key = hashlib.sha256(
-        f"{weights_digest(model, uri)}\0{base}\0{listing_digest(base, rel)}".encode()
-    ).hexdigest()[:32]
+    ident = f"{FORMAT_VERSION}\0{weights_digest(model, uri)}\0{base}\0{listing_digest(base, rel)}"
+    key = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     if cache is None:
         if scratch is None:
             raise ReidError("a search without a cache needs a scratch folder")

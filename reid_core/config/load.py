@@ -16,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from reid_core.config.retired import find_retired, retired
 from reid_core.config.schema import ReidConfig
-from reid_core.errors import ConfigError
+from reid_core.errors import ConfigError, printable
+from reid_core.safeio import check_path_length, parse_yaml, parse_yaml_value, quote, read_yaml
 
 _MISSING = object()
 
@@ -28,13 +29,10 @@ def list_presets() -> list[str]:
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}:{where} YAML syntax error: {problem}") from None
+    return _as_mapping(parse_yaml(text, source, ConfigError), source)
+
+
+def _as_mapping(data: Any, source: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -54,15 +52,13 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 
 def file_dict(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a user's YAML config file."""
+    """The raw mapping of a user's YAML config file (read through `reid_core.safeio`: at most
+    `YAML_MAX_BYTES`, no aliases, at most `MAX_DEPTH` deep)."""
     p = Path(path)
-    if not p.is_file():
+    check_path_length(p, "config file", ConfigError)
+    if not p.exists():
         raise ConfigError(f"{p}: config file not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config file ({exc})") from None
-    return _read_yaml(text, str(p))
+    return _as_mapping(read_yaml(p, ConfigError, what="a config file"), str(p))
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,10 +98,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+    value = parse_yaml_value(raw, f"override {key}", ConfigError) if raw.strip() else ""
     return key, value
 
 
@@ -148,7 +141,7 @@ def get_dotted(tree: Mapping[str, Any], key: str, default: Any = _MISSING) -> An
 def _format_error(exc: ValidationError, tree: Mapping[str, Any]) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = ".".join(printable(p) for p in err["loc"] if not str(p).startswith("function-"))
         # pydantic's own `input` is the offending value, also inside lists (`data.modalities.1`),
         # which a dotted lookup in the tree cannot reach
         value = err["input"] if "input" in err else get_dotted(tree, loc, None) if loc else None
@@ -157,9 +150,9 @@ def _format_error(exc: ValidationError, tree: Mapping[str, Any]) -> str:
             parent = loc.rpartition(".")[0]
             near = difflib.get_close_matches(loc, _known_keys(ReidConfig), n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
-            lines.append(f"unknown config key {loc!r}{hint}" if parent or loc else msg)
+            lines.append(f"unknown config key '{loc}'{hint}" if parent or loc else msg)
         elif loc and not isinstance(value, Mapping):
-            lines.append(f"{loc}: {msg} (got {value!r})")
+            lines.append(f"{loc}: {msg} (got {quote(value, 200)})")
         elif loc:
             lines.append(f"{loc}: {msg}")
         else:

@@ -1,5 +1,8 @@
 """`reid data check` and `reid data stats`: decode every image, describe a dataset.
 
+An image passes the check exactly when training could use it: both go through
+`reid_core.data.images` (the same header checks, decode and conversion).
+
 Decoding runs in a thread pool: Pillow releases the GIL while it decodes, and threads need no
 spawn-safe entry point on macOS and Windows.
 """
@@ -15,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from reid_core.data.dataset_index import DatasetIndex, build_index
 from reid_core.data.evalfile import set_name
-from reid_core.errors import DataError
+from reid_core.data.images import image_problem
+from reid_core.errors import DataError, printable
 from reid_core.modality import IMAGE_MODALITIES, QUERY_MODALITIES, Modality
 from reid_core.progress import track
 
@@ -52,30 +56,10 @@ class CheckReport:
             else "no captions"
         )
         total = sum(self.images.values())
-        return (
+        return printable(
             f"OK {self.root}: {total} images {mode} ({per}), {self.identities} identities, "
             f"{caps}, {evalf} [{self.seconds:.1f}s]"
         )
-
-
-def _check_image(path: Path, quick: bool) -> str | None:
-    """None when the image is usable, else why not (zero-byte, truncated, not an image...)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        if path.stat().st_size == 0:
-            return "zero-byte file"
-        with Image.open(path) as im:
-            width, height = im.size
-            if width < 1 or height < 1:
-                return f"image size {width}x{height}"
-            if not quick:
-                im.load()
-    except UnidentifiedImageError:
-        return "not an image format Pillow can read"
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... per format
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return None
 
 
 def find_bad_images(
@@ -91,7 +75,7 @@ def find_bad_images(
     root = index.root
     label = "reading headers" if quick else "decoding images"
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = pool.map(lambda rel: (rel, _check_image(root / rel, quick)), rels, chunksize=64)
+        results = pool.map(lambda rel: (rel, image_problem(root / rel, quick)), rels, chunksize=64)
         bad = [(rel, why) for rel, why in track(results, total=len(rels), description=label) if why]
     return bad
 
@@ -105,7 +89,7 @@ def check_dataset(
     index = build_index(root, cache=False)  # a checker trusts no cache and writes none
     bad = find_bad_images(index, quick=quick, workers=workers)
     if bad:
-        shown = "; ".join(f"{rel} ({why})" for rel, why in bad[:SHOWN_PROBLEMS])
+        shown = "; ".join(f"{printable(rel)} ({why})" for rel, why in bad[:SHOWN_PROBLEMS])
         more = f" and {len(bad) - SHOWN_PROBLEMS} more" if len(bad) > SHOWN_PROBLEMS else ""
         raise DataError(f"{index.root}: {len(bad)} unreadable image(s): {shown}{more}")
     return CheckReport(

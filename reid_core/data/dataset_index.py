@@ -18,12 +18,16 @@ from typing import Any
 
 from reid_core.data.evalfile import (
     EVAL_FILE,
+    MAX_PID,
+    MAX_PID_DIGITS,
     check_image_path,
     is_image_name,
     parse_eval_file,
+    parse_identity_folder,
     parse_pid,
     protocol_from_json,
     protocol_to_json,
+    read_eval_bytes,
     read_json,
     safe_relpath,
 )
@@ -31,6 +35,8 @@ from reid_core.data.protocol import Protocol
 from reid_core.errors import DataError
 from reid_core.fileio import atomic_path
 from reid_core.modality import IMAGE_MODALITIES, Modality
+from reid_core.safeio import check_path_length, quote
+from reid_core.safeio import read_json as safeio_read_json
 
 SEED_CAPTIONS = "text_annos.json"
 ORBENCH_CAPTIONS = "train_annos.json"
@@ -87,6 +93,7 @@ class DatasetIndex:
 
 # ---------------------------------------------------------------------------------------- scan
 def _check_root(root: str | Path) -> Path:
+    check_path_length(root, "dataset ROOT", DataError)
     path = Path(root).expanduser()
     if not path.exists():
         raise DataError(f"{path}: dataset ROOT does not exist")
@@ -128,9 +135,12 @@ def _identity_dirs(folder: Path, notes: list[str]) -> list[tuple[int, str]]:
         if not entry.is_dir():
             stray += 1
             continue
-        if not (entry.name.isascii() and entry.name.isdigit()):
-            raise DataError(f"{folder / entry.name}: identity folder name must be a number")
-        pid = int(entry.name)
+        pid = parse_identity_folder(entry.name)
+        if pid is None:
+            raise DataError(
+                f"{folder / entry.name}: identity folder name must be a number of at most "
+                f"{MAX_PID_DIGITS} digits (identities are 0..{MAX_PID})"
+            )
         if pid in out:
             raise DataError(
                 f"{folder}: folders {out[pid]!r} and {entry.name!r} are both identity {pid}"
@@ -202,7 +212,7 @@ def _text_field(entry: Mapping[str, Any], key: str, where: str) -> str:
         raise DataError(f"{where}: lacks field {key!r}")
     value = entry[key]
     if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: field {key!r} must be a non-empty string (got {value!r})")
+        raise DataError(f"{where}: field {key!r} must be a non-empty string (got {quote(value)})")
     return value
 
 
@@ -212,13 +222,13 @@ def _check_orbench_fields(entry: Mapping[str, Any], rel: str, where: str) -> boo
         raise DataError(f"{where}: lacks field 'id'")
     pid = parse_pid(entry["id"], f"{where} field 'id'")
     if "split" in entry and not isinstance(entry["split"], str):
-        raise DataError(f"{where}: field 'split' must be a string (got {entry['split']!r})")
+        raise DataError(f"{where}: field 'split' must be a string (got {quote(entry['split'])})")
     return pid == int(rel.split("/")[1])
 
 
 def _read_captions(path: Path, root: Path, known: Mapping[str, Modality], notes: list[str]):
     """Caption per RGB path from a seed or ORBench annotation file, every entry validated."""
-    data = read_json(path)
+    data = read_json(path, root)
     if not isinstance(data, list):
         raise DataError(f"{path}: must be a JSON list of entries, got {type(data).__name__}")
     orbench = path.name == ORBENCH_CAPTIONS
@@ -267,8 +277,11 @@ def _build(root: Path) -> DatasetIndex:
     cap_path = _caption_file(root, notes)
     captions = _read_captions(cap_path, root, known, notes) if cap_path else {}
     eval_path = root / EVAL_FILE
-    protocol = parse_eval_file(eval_path, root, known) if eval_path.exists() else None
-    eval_bytes = eval_path.read_bytes() if protocol is not None else None
+    # read once: the digest covers exactly the bytes parsed
+    eval_bytes = read_eval_bytes(eval_path, root) if eval_path.exists() else None
+    protocol = (
+        parse_eval_file(eval_path, root, known, eval_bytes) if eval_bytes is not None else None
+    )
     return DatasetIndex(
         root=root,
         images=images,
@@ -354,11 +367,11 @@ def _load_cached(path: Path, root: Path, signature: str) -> DatasetIndex | None:
     """The cached index when the file exists and matches `signature`; a stale or unreadable cache
     file is rebuilt (it is derived data), never trusted."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safeio_read_json(path, DataError, what="an index cache file")
         if data.get("version") != _CACHE_VERSION or data.get("signature") != signature:
             return None
         return _from_json(data, root)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (DataError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -35,8 +35,9 @@ from reid_core.data.batch import ModalBatch
 from reid_core.data.dataset_index import DatasetIndex
 from reid_core.data.dropout import modality_dropout, seeded_rng
 from reid_core.data.image_cache import ImageCache, decode, opened
-from reid_core.data.transforms import HostAugment, build_transform, load_image, to_normalised
-from reid_core.errors import DataError
+from reid_core.data.images import load_image
+from reid_core.data.transforms import HostAugment, build_transform, to_normalised
+from reid_core.errors import DataError, printable
 from reid_core.modality import ALL_MODALITIES, Modality, canonical
 
 Sample = dict[str, Any]
@@ -111,8 +112,8 @@ class TrainDataset(Dataset):
         image = self._pixels(modality, rel)
         if image is None:
             if self.cfg.on_bad_image == "fail":
-                raise DataError(f"cannot decode image {self.index.root / rel}")
-            sample["bad"].append(rel)
+                raise DataError(f"cannot decode image {printable(self.index.root / rel)}")
+            sample["bad"].append(printable(rel))  # printed as is: a name must not break the line
             return None
         image, sample["erase"][modality] = self._augment[modality](image)
         return image

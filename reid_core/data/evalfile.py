@@ -8,18 +8,21 @@ ending in an image suffix is a path relative to ROOT, anything else is a caption
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from reid_core.data.protocol import Protocol, Query, QueryItem, QuerySet
-from reid_core.errors import DataError, ReidError
+from reid_core.errors import DataError, ReidError, printable
 from reid_core.modality import IMAGE_SUFFIXES, Modality, parse_set_name
+from reid_core.safeio import JSON_MAX_BYTES, check_path_length, parse_json, quote, read_bytes
+from reid_core.safeio import read_json as safeio_read_json
 
 EVAL_FILE = "test_gallery_and_queries.json"
 GALLERY_KEY = "RGB_GALLERY"
+MAX_PID_DIGITS = 9  # identities fit int32 and int64 tensors alike (DESIGN: 4-digit folders)
+MAX_PID = 10**MAX_PID_DIGITS - 1
 
 
 def is_image_name(name: str) -> bool:
@@ -29,19 +32,23 @@ def is_image_name(name: str) -> bool:
 
 def safe_relpath(raw: object, where: str) -> str:
     """Normalise an annotation path to POSIX form relative to ROOT; `../x` and absolute paths
-    (POSIX or Windows) are rejected, `where` names the file and entry in the message."""
+    (POSIX or Windows), a NUL character and over-long paths (`reid_core.safeio`) are rejected,
+    `where` names the file and entry in the message."""
     if not isinstance(raw, str) or not raw.strip():
-        raise DataError(f"{where}: path must be a non-empty string (got {raw!r})")
+        raise DataError(f"{where}: path must be a non-empty string (got {quote(raw)})")
+    if "\0" in raw:
+        raise DataError(f"{where}: path {quote(raw)} holds a NUL character")
+    check_path_length(raw, where, DataError)
     text = raw.replace("\\", "/")
     if text.startswith("/") or PureWindowsPath(raw).drive or PurePosixPath(text).is_absolute():
         raise DataError(
-            f"{where}: absolute path {raw!r} is not allowed (paths are relative to ROOT)"
+            f"{where}: absolute path {quote(raw)} is not allowed (paths are relative to ROOT)"
         )
     parts = [p for p in PurePosixPath(text).parts if p != "."]
     if ".." in parts:
-        raise DataError(f"{where}: path {raw!r} leaves ROOT")
+        raise DataError(f"{where}: path {quote(raw)} leaves ROOT")
     if not parts:
-        raise DataError(f"{where}: path {raw!r} names no file")
+        raise DataError(f"{where}: path {quote(raw)} names no file")
     return "/".join(parts)
 
 
@@ -63,31 +70,36 @@ def check_image_path(
     )
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; unreadable or invalid JSON is a DataError naming the file and line."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text, so not JSON") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
-        ) from None
+def read_eval_bytes(path: Path, root: Path) -> bytes:
+    """The bytes of an annotation or evaluation file, bounded as `read_json` reads them."""
+    return read_bytes(path, JSON_MAX_BYTES, DataError, root=root, what="an annotation file")
+
+
+def read_json(path: Path, root: Path) -> Any:
+    """Parse an annotation or evaluation file inside `root` through `reid_core.safeio`: a regular
+    file of at most `JSON_MAX_BYTES`, at most `MAX_DEPTH` deep; any problem is a DataError naming
+    the file (and the line, for invalid JSON)."""
+    return safeio_read_json(path, DataError, root=root, what="an annotation file")
 
 
 def parse_pid(raw: object, where: str) -> int:
-    """An identity id: a non-negative int or a string of digits."""
+    """An identity id: an integer or a string of digits in 0..MAX_PID."""
     if isinstance(raw, bool):
-        raise DataError(f"{where}: identity id must be an integer (got {raw!r})")
-    if isinstance(raw, int) and raw >= 0:
-        return raw
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raise DataError(f"{where}: identity id must be an integer (got {quote(raw)})")
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= MAX_PID_DIGITS:
         return int(raw)
-    raise DataError(f"{where}: identity id must be a non-negative integer (got {raw!r})")
+    if isinstance(raw, int) and 0 <= raw <= MAX_PID:
+        return raw
+    raise DataError(
+        f"{where}: identity id must be an integer from 0 to {MAX_PID} (got {quote(raw)})"
+    )
+
+
+def parse_identity_folder(name: str) -> int | None:
+    """The identity of a folder named by digits (`0007`), else None (too long a number too)."""
+    if name.isascii() and name.isdigit() and len(name) <= MAX_PID_DIGITS:
+        return int(name)
+    return None
 
 
 def _gallery(root: Path, rows: object, known: Mapping[str, Modality], src: str):
@@ -98,7 +110,7 @@ def _gallery(root: Path, rows: object, known: Mapping[str, Modality], src: str):
     for i, row in enumerate(rows):
         where = f"{src}: {GALLERY_KEY}[{i}]"
         if not isinstance(row, list) or len(row) != 2:
-            raise DataError(f"{where}: expected [pid, path], got {row!r}")
+            raise DataError(f"{where}: expected [pid, path], got {quote(row)}")
         rel = safe_relpath(row[1], where)
         if not is_image_name(rel):
             raise DataError(f"{where}: {rel!r} does not end in an image suffix")
@@ -112,10 +124,10 @@ def _gallery(root: Path, rows: object, known: Mapping[str, Modality], src: str):
 
 def _item(root: Path, raw: object, modality: Modality, known, where: str) -> QueryItem:
     if not isinstance(raw, str) or not raw.strip():
-        raise DataError(f"{where}: item must be a non-empty string (got {raw!r})")
+        raise DataError(f"{where}: item must be a non-empty string (got {quote(raw)})")
     if is_image_name(raw) != modality.is_image:
         want = "an image path" if modality.is_image else "a caption"
-        raise DataError(f"{where}: {modality.set_name} item must be {want}, got {raw!r}")
+        raise DataError(f"{where}: {modality.set_name} item must be {want}, got {quote(raw)}")
     if not modality.is_image:
         return QueryItem(modality, raw)
     rel = safe_relpath(raw, where)
@@ -127,16 +139,20 @@ def _query_set(root: Path, name: str, rows: object, known, src: str) -> QuerySet
     try:
         mods = parse_set_name(name)
     except ReidError as exc:
-        raise DataError(f"{src}: set {name!r}: {exc}") from None
+        raise DataError(f"{src}: set {quote(name)}: {exc}") from None
     if Modality.VIS in mods:
-        raise DataError(f"{src}: set {name!r}: RGB is the gallery and cannot be part of a query")
+        raise DataError(
+            f"{src}: set {quote(name)}: RGB is the gallery and cannot be part of a query"
+        )
     if not isinstance(rows, list):
-        raise DataError(f"{src}: set {name!r} must be a list of [pid, item, ...] rows")
+        raise DataError(f"{src}: set {quote(name)} must be a list of [pid, item, ...] rows")
     queries = []
     for i, row in enumerate(rows):
         where = f"{src}: {name}[{i}]"
         if not isinstance(row, list) or len(row) != len(mods) + 1:
-            raise DataError(f"{where}: expected [pid, {len(mods)} item(s)] for {name}, got {row!r}")
+            raise DataError(
+                f"{where}: expected [pid, {len(mods)} item(s)] for {name}, got {quote(row)}"
+            )
         items = tuple(
             _item(root, raw, m, known, f"{where} item {j + 1}")
             for j, (m, raw) in enumerate(zip(mods, row[1:], strict=True))
@@ -145,13 +161,16 @@ def _query_set(root: Path, name: str, rows: object, known, src: str) -> QuerySet
     return QuerySet(mods, tuple(queries))
 
 
-def parse_eval_file(path: Path, root: Path, known: Mapping[str, Modality]) -> Protocol:
+def parse_eval_file(
+    path: Path, root: Path, known: Mapping[str, Modality], raw: bytes | None = None
+) -> Protocol:
     """Parse the evaluation file into `Protocol(name="file")`, sets in the file's order.
 
     `known` maps every indexed image (POSIX path relative to `root`) to its modality; every path in
-    the file must be one of them, of the set's modality, and inside ROOT.
+    the file must be one of them, of the set's modality, and inside ROOT. `raw`: the file's bytes
+    when the caller read them already (through `read_eval_bytes`).
     """
-    data = read_json(path)
+    data = read_json(path, root) if raw is None else parse_json(raw, printable(path), DataError)
     src = str(path)
     if not isinstance(data, dict):
         raise DataError(f"{src}: must be a JSON object of sets, got {type(data).__name__}")

@@ -52,7 +52,7 @@ def decode(path: Path, modality: Modality, size: tuple[int, int]) -> np.ndarray:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    from reid_core.data.transforms import load_image
+    from reid_core.data.images import load_image
 
     img = load_image(path)
     mode = "RGB" if modality.channels == 3 else "L"

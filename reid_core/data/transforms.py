@@ -1,9 +1,9 @@
-"""Image decoding and the per-modality train/eval transforms (PIL image -> normalised tensor)."""
+"""The per-modality train/eval transforms (PIL image -> normalised tensor); decoding is
+`reid_core.data.images.load_image`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,7 +11,6 @@ from PIL import Image
 from torchvision import transforms as T
 
 from reid_core.config.schema import DataConfig
-from reid_core.errors import DataError
 from reid_core.modality import Modality
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
@@ -33,22 +32,6 @@ class ConvertMode:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mode={self.mode!r})"
-
-
-def load_image(path: Path) -> Image.Image:
-    """Open and fully decode `path` (format sniffed from the bytes, not the suffix).
-
-    Raises `DataError` naming the file when it is missing, empty, truncated or undecodable.
-    """
-    try:
-        with Image.open(path) as img:
-            # Image.open only reads the header; load() decodes now so a truncated file fails
-            # here, naming the path, instead of later inside a transform.
-            img.load()
-            return img
-    except Exception as exc:  # PIL plugins raise OSError, ValueError, SyntaxError, struct.error
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot decode image {path}: {reason}") from exc
 
 
 def _mode(modality: Modality) -> str:

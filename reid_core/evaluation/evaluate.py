@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from reid_core.config.schema import DataConfig, EvalConfig
 from reid_core.data.datasets import ImageListDataset, TolerantImageListDataset
 from reid_core.data.protocol import Protocol, QuerySet
+from reid_core.errors import printable
 from reid_core.evaluation.metrics import (
     metric_names,
     retrieval_metrics_from_features,
@@ -68,7 +69,7 @@ class ProtocolEncoder:
         if value not in self.skipped:
             self.skipped[value] = None
             print(
-                f"skipped undecodable image {value} ({modality.value}, evaluation)",
+                f"skipped undecodable image {printable(value)} ({modality.value}, evaluation)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -12,8 +12,9 @@ from reid_core.config import load_config
 from reid_core.data import image_cache
 from reid_core.data.dataset_index import build_index
 from reid_core.data.datasets import ImageListDataset, TrainDataset, collate
+from reid_core.data.images import load_image
 from reid_core.data.splits import make_splits
-from reid_core.data.transforms import build_transform, load_image
+from reid_core.data.transforms import build_transform
 from reid_core.modality import Modality
 
 AUGMENTS = {  # cpu-tiny's (flip, erase), the seed's (pad-and-crop too) and colour jitter

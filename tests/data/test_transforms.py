@@ -11,7 +11,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from reid_core.config.schema import AugmentConfig, DataConfig
-from reid_core.data.transforms import build_transform, load_image
+from reid_core.data.images import load_image
+from reid_core.data.transforms import build_transform
 from reid_core.errors import DataError
 from reid_core.modality import IMAGE_MODALITIES, Modality
 

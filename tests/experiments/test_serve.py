@@ -128,7 +128,7 @@ def test_healthz_and_openapi(served):
     ("files", "data", "status", "says"),
     [
         ({}, {"top": "5"}, 400, "no query"),
-        ({}, {"text": "   "}, 400, "no query"),
+        ({}, {"text": "   "}, 400, "text: the caption is empty"),  # as `reid search` says
         ({"sk": ("x.jpg", b"not an image", "image/jpeg")}, {}, 400, "sk: not a decodable image"),
         ({"nir": ("big.png", b"\x89PNG" + b"0" * 300_000, "image/png")}, {}, 413, "larger than"),
         ({}, {"text": "a man", "colour": "red"}, 400, "unknown field(s) colour"),
@@ -150,7 +150,7 @@ def test_huge_pixel_count_and_non_form_bodies_are_refused(served):
     buf = io.BytesIO()
     Image.new("1", (8000, 6000)).save(buf, format="PNG")  # 48 Mpx, a few kB
     resp = client.post("/search", files={"cp": ("bomb.png", buf.getvalue(), "image/png")})
-    assert resp.status_code == 413 and "8000x6000 pixels" in _one_line(resp)
+    assert resp.status_code == 413 and "8000x6000 = 48,000,000 pixels" in _one_line(resp)
     resp = client.post("/search", json={"text": "a man"})
     assert resp.status_code == 415 and "multipart" in _one_line(resp)
     assert client.get("/thumbnail/999999").status_code == 404

@@ -70,24 +70,35 @@ def test_every_torch_load_passes_weights_only_true():
     assert not offenders, f"torch.load without weights_only=True: {offenders}"
 
 
-def test_yaml_is_read_with_the_safe_loader_only():
-    offenders, seen = [], 0
+SAFEIO = REPO / "reid_core" / "safeio.py"
+
+
+def test_yaml_is_read_only_through_the_bounded_reader():
+    """Every YAML read goes through `reid_core.safeio` (safe constructor, no aliases, a depth
+    and size limit); nothing calls PyYAML's loaders directly, safe or not."""
+    loaders = {f"yaml.{kind}load{tail}" for kind in ("", "safe_", "unsafe_", "full_")
+               for tail in ("", "_all")}  # fmt: skip
+    offenders = []
     for path in _sources():
+        if path.relative_to(REPO).parts[0] == "bench":
+            continue  # benchmarks read only text they wrote themselves (a spec round trip)
         for call in _calls(path):
             name = _name(call.func)
-            if name in ("yaml.safe_load", "yaml.safe_load_all"):
-                seen += 1
-            if name in ("yaml.unsafe_load", "yaml.unsafe_load_all", "yaml.full_load",
-                        "yaml.full_load_all"):  # fmt: skip
+            if name in loaders:
                 offenders.append(f"{path.relative_to(REPO)}:{call.lineno} {name}")
-            if name in ("yaml.load", "yaml.load_all"):
-                loader = _keyword(call, "Loader") or (call.args[1] if len(call.args) > 1 else None)
-                if not (
-                    loader is not None and _name(loader).endswith(("SafeLoader", "CSafeLoader"))
-                ):
-                    offenders.append(f"{path.relative_to(REPO)}:{call.lineno} {name}")
-    assert seen >= 2  # configs and study specs
-    assert not offenders, f"unsafe YAML loading: {offenders}"
+    assert not offenders, f"YAML read outside reid_core.safeio: {offenders}"
+    text = SAFEIO.read_text(encoding="utf-8")
+    assert "SafeConstructor" in text and "AliasEvent" in text and "MAX_DEPTH" in text
+
+
+def test_the_bounded_reader_refuses_aliases_and_unsafe_tags():
+    from reid_core.errors import ReidError
+    from reid_core.safeio import parse_yaml
+
+    with pytest.raises(ReidError, match="alias"):
+        parse_yaml("a: &x [1]\nb: *x\n", "t", ReidError)
+    with pytest.raises(ReidError, match="constructor"):
+        parse_yaml("a: !!python/object/apply:os.system [echo]\n", "t", ReidError)
 
 
 @pytest.mark.parametrize("package", PACKAGES)
