@@ -16,30 +16,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reid_core.data.captions import ORBENCH_CAPTIONS, SEED_CAPTIONS, caption_file, read_captions
 from reid_core.data.evalfile import (
     EVAL_FILE,
     MAX_PID,
     MAX_PID_DIGITS,
-    check_image_path,
     is_image_name,
     parse_eval_file,
     parse_identity_folder,
-    parse_pid,
     protocol_from_json,
     protocol_to_json,
     read_eval_bytes,
-    read_json,
-    safe_relpath,
 )
 from reid_core.data.protocol import Protocol
 from reid_core.errors import DataError
 from reid_core.fileio import atomic_path
 from reid_core.modality import IMAGE_MODALITIES, Modality
-from reid_core.safeio import check_path_length, quote
+from reid_core.safeio import check_path_length
 from reid_core.safeio import read_json as safeio_read_json
 
-SEED_CAPTIONS = "text_annos.json"
-ORBENCH_CAPTIONS = "train_annos.json"
 CACHE_ENV = "OMNIREID_CACHE"
 _CACHE_VERSION = 1
 _MEMO: dict[tuple[str, str], DatasetIndex] = {}
@@ -196,63 +191,6 @@ def _scan(root: Path, notes: list[str]):
     return images, tuple(missing)
 
 
-# ----------------------------------------------------------------------------------- captions
-def _caption_file(root: Path, notes: list[str]) -> Path | None:
-    seed, orbench = root / SEED_CAPTIONS, root / ORBENCH_CAPTIONS
-    if orbench.exists() and seed.exists():
-        notes.append(f"both {ORBENCH_CAPTIONS} and {SEED_CAPTIONS} exist: using {ORBENCH_CAPTIONS}")
-    for path in (orbench, seed):
-        if path.exists():
-            return path
-    return None
-
-
-def _text_field(entry: Mapping[str, Any], key: str, where: str) -> str:
-    if key not in entry:
-        raise DataError(f"{where}: lacks field {key!r}")
-    value = entry[key]
-    if not isinstance(value, str) or not value.strip():
-        raise DataError(f"{where}: field {key!r} must be a non-empty string (got {quote(value)})")
-    return value
-
-
-def _check_orbench_fields(entry: Mapping[str, Any], rel: str, where: str) -> bool:
-    """Validate `id` (1-based) and the optional `split`; True when `id` matches the folder."""
-    if "id" not in entry:
-        raise DataError(f"{where}: lacks field 'id'")
-    pid = parse_pid(entry["id"], f"{where} field 'id'")
-    if "split" in entry and not isinstance(entry["split"], str):
-        raise DataError(f"{where}: field 'split' must be a string (got {quote(entry['split'])})")
-    return pid == int(rel.split("/")[1])
-
-
-def _read_captions(path: Path, root: Path, known: Mapping[str, Modality], notes: list[str]):
-    """Caption per RGB path from a seed or ORBench annotation file, every entry validated."""
-    data = read_json(path, root)
-    if not isinstance(data, list):
-        raise DataError(f"{path}: must be a JSON list of entries, got {type(data).__name__}")
-    orbench = path.name == ORBENCH_CAPTIONS
-    captions: dict[str, str] = {}
-    first: dict[str, int] = {}
-    id_mismatch = 0
-    for i, entry in enumerate(data):
-        where = f"{path}: entry {i}"
-        if not isinstance(entry, dict):
-            raise DataError(f"{where}: must be an object, got {type(entry).__name__}")
-        rel = safe_relpath(_text_field(entry, "file_path", where), f"{where} field 'file_path'")
-        caption = _text_field(entry, "caption", where)
-        if rel in first:
-            raise DataError(f"{where}: duplicate entry for {rel!r} (first at entry {first[rel]})")
-        check_image_path(root, rel, Modality.VIS, known, f"{where} field 'file_path'")
-        if orbench and not _check_orbench_fields(entry, rel, where):
-            id_mismatch += 1
-        first[rel] = i
-        captions[rel] = caption
-    if id_mismatch:
-        notes.append(f"{path.name}: {id_mismatch} entries whose 'id' differs from their folder")
-    return captions
-
-
 # ------------------------------------------------------------------------------- build + cache
 def _known(images: Mapping[Modality, Mapping[int, tuple[str, ...]]]) -> dict[str, Modality]:
     return {p: m for m, by_pid in images.items() for paths in by_pid.values() for p in paths}
@@ -274,8 +212,8 @@ def _build(root: Path) -> DatasetIndex:
     notes: list[str] = []
     images, missing = _scan(root, notes)
     known = _known(images)
-    cap_path = _caption_file(root, notes)
-    captions = _read_captions(cap_path, root, known, notes) if cap_path else {}
+    cap_path = caption_file(root, notes)
+    captions = read_captions(cap_path, root, known, notes) if cap_path else {}
     eval_path = root / EVAL_FILE
     # read once: the digest covers exactly the bytes parsed
     eval_bytes = read_eval_bytes(eval_path, root) if eval_path.exists() else None

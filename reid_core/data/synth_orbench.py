@@ -17,7 +17,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from reid_core.data.dataset_index import ORBENCH_CAPTIONS, SEED_CAPTIONS, build_index
+from reid_core.data.captions import ORBENCH_CAPTIONS, SEED_CAPTIONS
+from reid_core.data.dataset_index import build_index
 from reid_core.data.evalfile import EVAL_FILE, GALLERY_KEY, set_name
 from reid_core.data.splits import generate_protocol
 from reid_core.fileio import atomic_path

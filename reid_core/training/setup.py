@@ -27,7 +27,8 @@ from reid_core.training.checkpoint import seed_everything
 from reid_core.training.clipping import AdaptiveClipper
 from reid_core.training.compiling import Compiled
 from reid_core.training.distributed import SINGLE, DistContext, DistributedObjective, init_from_env
-from reid_core.training.engine import LoopAids, LoopSettings, StepParts, Trainer, resolve_device
+from reid_core.training.engine import Trainer, resolve_device
+from reid_core.training.loop import LoopAids, LoopSettings, StepParts
 from reid_core.training.profile import StepProfiler
 from reid_core.training.schedule import LrSchedule
 
