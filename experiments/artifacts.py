@@ -20,16 +20,50 @@ def set_level(key: str) -> int:
 
 def metric_table_csv(result: dict[str, Any]) -> str:
     """One row per set (level, queries, the six metrics), then the groups and `score`."""
+    return history_csv([(None, result)])
+
+
+def history_csv(results: list[tuple[int | None, dict[str, Any]]]) -> str:
+    """`metric_table_csv` of several evaluations in one table; with their epoch (from 1) as the
+    first column when they have one (val and trainval during training)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["set", "level", "queries", *METRICS])
-    for key, m in result["sets"].items():
-        row = [f"{m[name]:.6f}" for name in METRICS]
-        writer.writerow([key, set_level(key), int(m.get("num_queries", 0)), *row])
-    for name, value in result["summary"].items():
-        level = name.removeprefix("mm") if name != "score" else ""
-        writer.writerow([name, level, "", "", f"{value:.6f}", "", "", "", ""])
+    lead = ["epoch"] if any(epoch is not None for epoch, _ in results) else []
+    writer.writerow([*lead, "set", "level", "queries", *METRICS])
+    for epoch, result in results:
+        first = [epoch] if lead else []
+        for key, m in result["sets"].items():
+            row = [f"{m[name]:.6f}" for name in METRICS]
+            writer.writerow([*first, key, set_level(key), int(m.get("num_queries", 0)), *row])
+        for name, value in result["summary"].items():
+            level = name.removeprefix("mm") if name != "score" else ""
+            writer.writerow([*first, name, level, "", "", f"{value:.6f}", "", "", "", ""])
     return buf.getvalue()
+
+
+def epochs_csv(rows: list[dict[str, Any]]) -> str:
+    """One row per epoch, one column per key (in order of first appearance)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def percent_table(result: dict[str, Any]) -> Any:
+    """An evaluation as a DataFrame for MLflow's `log_table` (the runs page's Artifact view
+    compares such tables across runs): one row per set, then the groups; values x100."""
+    import pandas as pd
+
+    rows = [
+        {"set": key, "level": set_level(key), "queries": int(m.get("num_queries", 0)),
+         **{name: round(100 * m[name], 2) for name in METRICS}}
+        for key, m in result["sets"].items()
+    ]  # fmt: skip
+    for name, value in result["summary"].items():
+        rows.append({"set": name, "mAP100": round(100 * value, 2)})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------- CMC

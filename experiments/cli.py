@@ -11,7 +11,13 @@ from typing import Any
 
 import click
 
-from experiments.cli_options import _NAME, TRACKING_URI, client_for, tracking_options
+from experiments.cli_options import (
+    _NAME,
+    LOG_CHECKPOINTS,
+    TRACKING_URI,
+    client_for,
+    tracking_options,
+)
 from reid_core.cli import config_options, echo_json, load_from_options
 from reid_core.errors import ReidError
 
@@ -43,6 +49,7 @@ _DATA = click.option(
     "(the same as --set train.profile=true).",
 )
 @tracking_options
+@LOG_CHECKPOINTS
 def train_cmd(no_track: bool, profile: bool, **options: Any) -> None:
     """Train on ROOT: val every `train.eval_every` epochs, test once at the end.
 
@@ -74,6 +81,7 @@ def _train(
     tracking_uri: str | None,
     experiment: str,
     model_name: str,
+    log_checkpoints: str | None,
 ) -> None:
     from experiments.run import train
     from experiments.tables import print_metrics
@@ -99,7 +107,14 @@ def _train(
         world = launched().world_size  # rank 0 of a torchrun launch tracks for every rank
         tags = {"distributed.world_size": str(world)} if world > 1 else None
         tracker = MlflowTracker(
-            cfg, data_root, out, store=store, run_name=name, model_name=model_name, tags=tags
+            cfg,
+            data_root,
+            out,
+            store=store,
+            run_name=name,
+            model_name=model_name,
+            tags=tags,
+            checkpoints=log_checkpoints or "best",
         )
         with sigterm_as_interrupt(), tracker:
             outcome = train(
@@ -211,7 +226,7 @@ def eval_cmd(
         files = write_rank_lists(emb, proto, root, pictures, rank_lists, cfg.train.seed)
         click.echo(f"wrote {len(files)} rank list(s) to {pictures}")
     if store is not None:
-        from experiments.tracking import log_evaluation
+        from experiments.eval_run import log_evaluation
 
         run_id = log_evaluation(store, cfg, data_root, result, checkpoint)
         if rank_lists:

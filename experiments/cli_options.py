@@ -18,6 +18,14 @@ TRACKING_URI = click.option(  # shared with `reid study`
     metavar="URI",
     help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
 )
+LOG_CHECKPOINTS = click.option(  # shared with `reid study run`
+    "--log-checkpoints",
+    type=click.Choice(["best", "all", "none"]),
+    default=None,
+    help="Checkpoint artifacts in MLflow: best (the one the test score came from; a study: "
+    "the best trial's only), all, none; run folders keep theirs (default: best, or the study "
+    "spec's tracking.log_checkpoints).",
+)
 _NAME = click.option(
     "--name",
     "model_name",

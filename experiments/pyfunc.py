@@ -301,8 +301,8 @@ def _example_image(cfg: Any, directory: Path) -> Path:
     return path
 
 
-def log_pyfunc(model: Any, cfg: Any, registered_name: str | None) -> Any:
-    """Log `model` as the active run's `model` artifact (and register it); returns ModelInfo."""
+def log_pyfunc(model: Any, cfg: Any, registered_name: str | None, name: str = "model") -> Any:
+    """Log `model` into the active run as the logged model `name` (and register it)."""
     import tempfile
 
     import mlflow
@@ -314,7 +314,7 @@ def log_pyfunc(model: Any, cfg: Any, registered_name: str | None) -> Any:
         example = example_frame(_example_image(cfg, Path(tmp)))
         # MLflow validates the example against the model (a load and a predict) while logging.
         return mlflow.pyfunc.log_model(
-            name="model",
+            name=name,
             loader_module="experiments.pyfunc",
             data_path=str(data),
             signature=signature(),

@@ -194,9 +194,10 @@ def _fmt(score: float | None) -> str:
 
 def load_model(uri: str) -> Any:
     """Load the OmniReID pyfunc model behind `uri` (`models:/NAME@ALIAS`, `models:/NAME/VERSION`,
-    `runs:/RUN/model`, a folder): its MLmodel is read and checked first (`check_mlmodel`), so a
-    model that is not ours is refused with one line before any of its code could run. Missing
-    models, versions and aliases are one-line errors too."""
+    `runs:/RUN/NAME` with the run's model named after the run, a folder): its MLmodel is read
+    and checked first (`check_mlmodel`), so a model that is not ours is refused with one line
+    before any of its code could run. Missing models, versions and aliases are one-line errors
+    too."""
     import mlflow
     from mlflow.exceptions import MlflowException
 

@@ -10,8 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from experiments.run_info import log_params, package_versions
 from experiments.store import Store
-from experiments.tracking import log_params, package_versions
 
 _MAX_TAGS_PER_CALL = 100
 _TAG_LIMIT = 8000  # MLflow's tag value limit is 8000 characters

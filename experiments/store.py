@@ -158,7 +158,8 @@ def _ensure_experiment(client: Any, name: str, location: str | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            # The kind tag opens the UI on the training-runs view rather than the GenAI one.
+            # The kind MLflow's UI will read once its feature flag is gone (3.17 ignores it and
+            # needs `workflowType=machine_learning` in links: experiments.links).
             kind = {"mlflow.experimentKind": "custom_model_development"}
             return client.create_experiment(name, artifact_location=location, tags=kind)
         except MlflowException:  # another process created it between our get and create

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from experiments.cli_options import TRACKING_URI
+from experiments.cli_options import LOG_CHECKPOINTS, TRACKING_URI
 from reid_core import __version__
 from reid_core.errors import ReidError, printable
 from reid_core.safeio import shorten
@@ -66,12 +66,17 @@ def specs_cmd() -> None:
         click.echo(f"{name:<16} {description}")
 
 
-def _setup(spec_arg: str, storage: str | None, data_root: Path | None, tracking_uri, ckpts):
-    from studies.spec import load_spec
+def _setup(
+    spec_arg: str, storage: str | None, data_root: Path | None, tracking_uri, ckpts, keep=None
+):
+    from studies.spec import load_spec, parse_spec, spec_to_dict
     from studies.storage import resolve_url
     from studies.study import Placement
 
     spec = load_spec(spec_arg)
+    if keep is not None:  # --log-checkpoints: the spec's tracking.log_checkpoints, validated
+        tree = {**spec_to_dict(spec), "tracking": {"log_checkpoints": keep}}
+        spec = parse_spec(tree, f"study spec {spec_arg}")
     url = resolve_url(storage, spec.storage.url)
     return spec, Placement(url, data_root, tracking_uri, ckpts)
 
@@ -82,12 +87,13 @@ def _setup(spec_arg: str, storage: str | None, data_root: Path | None, tracking_
 @_STORAGE
 @TRACKING_URI
 @_CHECKPOINTS
-def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None:
+@LOG_CHECKPOINTS
+def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints, log_checkpoints) -> None:
     """Create the study SPEC (a shipped name or a YAML path) and its MLflow parent run."""
     from studies.storage import redact
     from studies.study import create
 
-    loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
+    loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints, log_checkpoints)
     study = create(loaded, place)
     b = loaded.budget
     budget = f"{b.n_trials} trial(s)" if b.n_trials is not None else f"{b.timeout:g} s"
@@ -120,8 +126,16 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints) -> None
 @_STORAGE
 @TRACKING_URI
 @_CHECKPOINTS
+@LOG_CHECKPOINTS
 def run_cmd(
-    spec: str, data_root, workers: int, gpus: str | None, storage, tracking_uri, checkpoints
+    spec: str,
+    data_root,
+    workers: int,
+    gpus: str | None,
+    storage,
+    tracking_uri,
+    checkpoints,
+    log_checkpoints,
 ):
     """Create or resume study SPEC and run local workers until its budget is met.
 
@@ -131,7 +145,7 @@ def run_cmd(
     """
     from studies.coordinator import run_study
 
-    loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints)
+    loaded, place = _setup(spec, storage, data_root, tracking_uri, checkpoints, log_checkpoints)
     code = run_study(loaded, place, workers=workers, gpus=_gpu_list(gpus))
     click.get_current_context().exit(code)
 

@@ -32,6 +32,7 @@ def run_study(
     from experiments.tracking import sigterm_as_interrupt
     from studies.storage import redact
     from studies.study import create
+    from studies.study_ui import printed_links
 
     study = create(spec, place)
     n = len(gpus) if gpus else workers
@@ -40,6 +41,7 @@ def run_study(
         f"study {spec.name} in {redact(place.storage)}: {n} worker(s), logs in {logs}; "
         f"MLflow parent run {study.user_attrs['mlflow_parent_run_id']}"
     )
+    click.echo(printed_links(study, spec, place.tracking_uri)[0])
     procs = _spawn(spec, place, n, gpus, logs)
     code = 0
     try:
@@ -153,6 +155,7 @@ def _mark_interrupted(study: Any, place: Placement, procs: list[Any]) -> None:
 
 def _closing(study: Any, spec: StudySpec, place: Placement) -> None:
     from studies.report import status
+    from studies.study_ui import printed_links
 
     st = status(study, spec)
     states = ", ".join(f"{v} {k.lower()}" for k, v in st["states"].items() if v)
@@ -165,6 +168,8 @@ def _closing(study: Any, spec: StudySpec, place: Placement) -> None:
             f"best trial {best['number']}: {spec.objective.metric} {best['value']} "
             f"(test score {test_text}), params {best['params']}"
         )
+    for line in printed_links(study, spec, place.tracking_uri):
+        click.echo(line)
     if not st["completed"]:
         n = st["n_trials"]
         click.echo(f"the budget ({n} trials) is not met yet: run the same command to continue")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from reid_core.errors import ReidError
@@ -17,7 +18,8 @@ def promote_best(
     import mlflow
 
     from experiments.registry import promote, register_run_model
-    from experiments.store import check_reachable, resolve_uri
+    from experiments.run_folder import log_from_folder
+    from experiments.store import Store, check_reachable, resolve_uri
 
     best = best_trial(study, spec)
     if best is None:
@@ -30,6 +32,10 @@ def promote_best(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(uri, uri)
+    # tracking.log_checkpoints best/none: the model is logged when the study completes, or now
+    store = Store(uri, client.get_run(run_id).info.experiment_id, client)
+    log_from_folder(store, run_id, Path(best.user_attrs.get("run_dir", "")), checkpoint=False,
+                    model=True)  # fmt: skip
     version = register_run_model(client, model_name, run_id)
     d = promote(client, model_name, version=version, min_delta=min_delta)
     before = f"version {d.holder.version}" if d.holder else "nobody"

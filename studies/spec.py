@@ -203,6 +203,12 @@ class Storage(_Section):
         return self
 
 
+class Tracking(_Section):
+    log_checkpoints: Literal["best", "all", "none"] = Field(
+        "best", description="checkpoint artifacts: the best trial's (best), every trial's, none"
+    )
+
+
 class StudySpec(_Section):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
@@ -217,6 +223,7 @@ class StudySpec(_Section):
     pruner: Pruner | None = None
     budget: Budget
     storage: Storage = Storage()
+    tracking: Tracking = Tracking()
 
     @property
     def multi_objective(self) -> bool:

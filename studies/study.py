@@ -167,6 +167,7 @@ def create(spec: StudySpec, place: Placement) -> Any:
     import optuna
 
     from experiments.store import open_store
+    from studies.study_ui import mark_study, set_metric_names, update_parent
 
     data_root = place.data_root or (Path(spec.data) if spec.data else None)
     if data_root is None:
@@ -189,7 +190,11 @@ def create(spec: StudySpec, place: Placement) -> Any:
         attrs = study.user_attrs
         if ATTR_SPEC in attrs:
             _check_same(spec, attrs[ATTR_SPEC])
+            if study.metric_names is None:  # a study from before the names were set
+                set_metric_names(study, spec)
             study.set_user_attr("n_trials", spec.budget.n_trials)  # a budget may grow
+            tracking = spec_to_dict(spec)["tracking"]  # so may what the runs store
+            study.set_user_attr(ATTR_SPEC, {**attrs[ATTR_SPEC], "tracking": tracking})
         else:
             checkpoints = (place.checkpoints or _default_checkpoints(spec)).resolve()
             for key, value in {
@@ -201,7 +206,10 @@ def create(spec: StudySpec, place: Placement) -> Any:
                 "n_trials": spec.budget.n_trials,
             }.items():
                 study.set_user_attr(key, value)
-            study.set_user_attr(ATTR_PARENT, _parent_run(store, spec, place.storage))
+            parent = _parent_run(store, spec, place.storage)
+            study.set_user_attr(ATTR_PARENT, parent)
+            mark_study(study, store, spec, parent)
+            update_parent(store, study, spec, redact(place.storage))
             for config in spec.enqueue:
                 study.enqueue_trial(config, user_attrs={"enqueued": True})
     return study
@@ -214,7 +222,9 @@ def _default_checkpoints(spec: StudySpec) -> Path:
 def _check_same(spec: StudySpec, stored: dict[str, Any]) -> None:
     mine = spec_to_dict(spec)
     differ = sorted(
-        k for k in mine if k not in ("budget", "description") and mine[k] != stored.get(k)
+        k
+        for k in mine
+        if k not in ("budget", "description", "tracking") and mine[k] != stored.get(k)
     )
     if differ:
         raise StudyError(

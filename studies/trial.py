@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from reid_core.errors import ConfigError, ReidError
-from studies.pruning import SCORE, PruningCallback, TrialProgress
+from studies.pruning import PruningCallback, TrialProgress
 from studies.spec import CategoricalParam, FloatParam, StudySpec
+from studies.study_ui import STATE
 
 log = logging.getLogger("omnireid.study")
 
@@ -127,7 +128,6 @@ def _train(
 ) -> TrialResult:
     from experiments.run import train
     from experiments.runs import kill_run
-    from experiments.tracking import MlflowTracker
 
     resume_from = None
     if predecessor is not None:
@@ -139,17 +139,7 @@ def _train(
         if resume_from is None:  # died before its first checkpoint: starts over
             tags["resumed_from_epoch"] = "0"  # else the tracker tags the checkpoint's epoch
     pruner = PruningCallback(trial, ctx.spec.objective.metric, prune=not ctx.spec.multi_objective)
-    tracker = MlflowTracker(
-        cfg,
-        ctx.data_root,
-        run_dir,
-        store=ctx.store,
-        run_name=name,
-        tags=tags,
-        parent_run_id=ctx.parent_run_id,
-        model_name=None,  # `reid study best --promote` registers the winner only
-        on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-    )
+    tracker = _tracker(ctx, trial, cfg, run_dir, name, tags)
     with tracker:
         outcome = train(
             cfg,
@@ -163,26 +153,55 @@ def _train(
         pruned = outcome.status == "stopped" and pruner.pruned_at is not None
         if resume_from is not None:
             trial.set_user_attr("resumed_from_epoch", outcome.resumed_from_epoch)
-        tracker.finish(outcome, tags={"pruned": str(pruned).lower()})
-    if pruned:
-        return TrialResult("pruned")
-    if outcome.finished:
-        trial.set_user_attr("test_score", float(outcome.result["score"]))
-    return _values(ctx, trial, outcome, pruner, cfg)
+        if pruned:
+            result = TrialResult("pruned")
+        else:
+            if outcome.finished:
+                trial.set_user_attr("test_score", float(outcome.result["score"]))
+            result = _values(ctx, trial, outcome, tracker, cfg)
+        # the run logs `val/best_score` from the same `tracker.best` Optuna is told
+        state = {"pruned": str(pruned).lower(), "optuna.state": STATE[result.state]}
+        tracker.finish(outcome, tags=state)
+    return result
 
 
-def _values(
-    ctx: StudyContext, trial: Any, outcome: Any, pruner: PruningCallback, cfg: Any
-) -> TrialResult:
+def _tracker(
+    ctx: StudyContext, trial: Any, cfg: Any, run_dir: Path, name: str, tags: dict[str, str]
+) -> Any:
+    """The trial's MLflow run: nested under the study's, described with its links; its
+    checkpoint and model per `tracking.log_checkpoints` (best: the best trial's are logged
+    when the study completes, `workers.finalize`)."""
+    from experiments.tracking import MlflowTracker
+    from studies.study_ui import NOTE, dashboard_id, mark_trial, trial_note
+
+    every = ctx.spec.tracking.log_checkpoints == "all"
+    note = trial_note(
+        ctx.store, ctx.study_name, ctx.parent_run_id or "", dashboard_id(trial.study),
+        trial.number, ctx.storage_label,
+    )  # fmt: skip
+    return MlflowTracker(
+        cfg,
+        ctx.data_root,
+        run_dir,
+        store=ctx.store,
+        run_name=name,
+        tags={**tags, NOTE: note},
+        parent_run_id=ctx.parent_run_id,
+        model_name=None,  # `reid study best --promote` registers the winner only
+        log_model=every,
+        checkpoints="best" if every else "none",
+        objective=ctx.spec.objective.metric,
+        on_start=lambda run_id: mark_trial(trial, ctx.store, run_id, name),
+    )
+
+
+def _values(ctx: StudyContext, trial: Any, outcome: Any, tracker: Any, cfg: Any) -> TrialResult:
+    """The objective values: the first is `tracker.best` (read at the best-on-val epoch)."""
     metric = ctx.spec.objective.metric
-    if metric == SCORE and outcome.result.get("best_val_score") is not None:
-        first = float(outcome.result["best_val_score"])
-    else:
-        value = pruner.value_at_best()
-        if value is None:
-            return _record_failure(trial, f"training never produced the objective {metric!r}")
-        first = float(value)
-    values = [first]
+    best = tracker.best(outcome)
+    if best is None:
+        return _record_failure(trial, f"training never produced the objective {metric!r}")
+    values = [best.value]
     second = ctx.spec.second_objective
     if second is not None:
         values.append(_second_value(second.metric, outcome, cfg))
@@ -240,9 +259,11 @@ def _failed(
 ) -> TrialResult:
     """An invalid sampled config: a FAILED trial and a FAILED MLflow run, both with the reason."""
     from experiments.runs import log_failed_run
+    from studies.study_ui import mark_trial
 
+    tags = {**tags, "optuna.state": STATE["failed"]}
     run_id = log_failed_run(
         ctx.store, name, reason, parent_run_id=ctx.parent_run_id, params=params, tags=tags
     )
-    trial.set_user_attr("mlflow_run_id", run_id)
+    mark_trial(trial, ctx.store, run_id, name)
     return _record_failure(trial, reason)

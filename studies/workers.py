@@ -113,7 +113,7 @@ def work(args: WorkerArgs) -> int:
             time.sleep(wait if deadline is None else max(0.0, min(wait, deadline - time.time())))
             continue
         _run(ctx, study, storage, trial)
-        update_parent(ctx.store, study, spec)
+        update_parent(ctx.store, study, spec, ctx.storage_label)
     retry_db(finalize, ctx.store, args.storage, study, spec)
     return 0
 
@@ -193,20 +193,38 @@ def heartbeat(storage: Any, trial: Any) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-def update_parent(store: Any, study: Any, spec: Any) -> None:
-    """Best trial so far and trial counts on the parent run."""
-    from experiments.runs import set_tags
-    from studies.report import best_tags
+def update_parent(store: Any, study: Any, spec: Any, storage: str) -> None:
+    """Best trial so far (metrics, link) and trial counts on the parent run."""
+    from studies import study_ui
 
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    if parent:
-        with contextlib.suppress(Exception):  # tags are a summary; never lose a trial over them
-            set_tags(store, parent, best_tags(study, spec))
+    with contextlib.suppress(Exception):  # a summary: never lose a trial over it
+        study_ui.update_parent(store, study, spec, storage)
+
+
+def keep_best_artifacts(store: Any, study: Any, spec: Any) -> None:
+    """`tracking.log_checkpoints` best or none: the best trial's run gets its pyfunc model (what
+    `reid study best --promote` registers) and, for best, its checkpoint, from its run folder."""
+    from experiments.run_folder import log_from_folder
+    from studies.report import best_trial
+
+    policy, best = spec.tracking.log_checkpoints, best_trial(study, spec)
+    if policy == "all" or best is None or not best.user_attrs.get("mlflow_run_id"):
+        return
+    run_dir = Path(best.user_attrs.get("run_dir", ""))
+    try:
+        done = log_from_folder(store, best.user_attrs["mlflow_run_id"], run_dir,
+                               checkpoint=policy == "best", model=True)  # fmt: skip
+    except Exception as exc:  # the study still completes; `--promote` tries again
+        log.warning("best trial %d: its model was not logged (%s)", best.number, exc)
+        return
+    if done:
+        log.info("best trial %d: logged %s", best.number, ", ".join(done))
 
 
 def finalize(store: Any, storage_url: str, study: Any, spec: Any) -> bool:
-    """When the budget is met and nothing runs: study plots on the parent run, which ends
-    FINISHED (once, whichever worker gets here first). Returns whether the study is complete."""
+    """When the budget is met and nothing runs: the best trial's model (and checkpoint), study
+    plots on the parent run, which ends FINISHED (once, whichever worker gets here first).
+    Returns whether the study is complete."""
     from optuna.trial import TrialState
 
     from experiments.runs import end_run, log_files, run_status
@@ -220,7 +238,8 @@ def finalize(store: Any, storage_url: str, study: Any, spec: Any) -> bool:
         if active or not budget_met(study):
             return False
         parent = study.user_attrs.get("mlflow_parent_run_id")
-        update_parent(store, study, spec)
+        keep_best_artifacts(store, study, spec)
+        update_parent(store, study, spec, redact(storage_url))
         if parent and run_status(store, parent) == "RUNNING":
             log_files(store, parent, study_plots(study), "study")
             end_run(store, parent, "FINISHED")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,68 +58,52 @@ def test_tags_describe_code_data_and_device(tracked):
         assert tags[f"version.{dist}"]
 
 
-def test_metrics_cover_every_set_group_and_score(tracked):
-    metrics = _run(tracked).data.metrics
-    for split in ("val", "test"):
-        for s in SETS:
-            for m in SET_METRICS:
-                assert f"{split}/{m}/{s}" in metrics, f"{split}/{m}/{s}"
-        for g in range(1, 5):
-            assert f"{split}/mm/{g}" in metrics
-        assert f"{split}/score" in metrics
-    assert metrics["test/score"] == pytest.approx(tracked.result["score"], abs=1e-12)
-    for key in (
-        "loss",
-        "ce",
-        "sdm",
-        "norm_penalty",
-        "feature_norm",
-        "grad_norm",
-        "spikes",
-        "samples_per_s",
-        "lr/head",
-        "lr/backbone",
-    ):
-        assert f"train/{key}" in metrics, key
-
-
-def test_artifacts_model_and_run_state(tracked):
+def test_metrics_are_the_headline_within_the_budget(tracked):
     import mlflow
 
     client = mlflow.MlflowClient(tracked.uri)
-    run = client.get_run(tracked.run_id)
-    assert run.info.status == "FINISHED"
+    metrics = _run(tracked).data.metrics
+    assert len(metrics) <= 50, sorted(metrics)  # 60 with ~10 system metrics
+    singles = ["nir", "cp", "sk", "text"]
+    for split in ("val", "test"):
+        assert {f"{split}/score", *(f"{split}/mm/{g}" for g in range(1, 5))} <= set(metrics)
+    assert {f"val/mAP/{s}" for s in singles} <= set(metrics)
+    assert not [k for k in metrics if k.startswith(("val/mAP100/", "val/R1/", "test/mAP/"))]
+    assert metrics["test/score"] == pytest.approx(tracked.result["score"], abs=1e-12)
+    for key in ("loss", "ce", "sdm", "norm_penalty", "feature_norm", "grad_norm", "spikes",
+                "lr/head", "lr/backbone", "ce/nir"):  # fmt: skip
+        assert f"train/{key}" in metrics, key
+    assert "perf/samples_per_s" in metrics and not [k for k in metrics if "/sdm/" in k]
+    # epochs count from 1, as in the files and the CLI; one-off numbers sit at step 0 (bars)
+    val = client.get_metric_history(tracked.run_id, "val/score")
+    assert [m.step for m in val] == [1]
+    assert [m.step for m in client.get_metric_history(tracked.run_id, "train/loss")] == [1]
+    assert [m.step for m in client.get_metric_history(tracked.run_id, "test/score")] == [0]
+    assert metrics["val/best_score"] == max(m.value for m in val)
+    assert metrics["val/best_epoch"] == 1
 
-    def walk(path=None):
-        for a in client.list_artifacts(tracked.run_id, path):
-            yield from walk(a.path) if a.is_dir else [a.path]
 
-    files = set(walk())
-    assert {
-        "config.yaml",
-        "metrics/val_epoch001.csv",
-        "metrics/test.csv",
-        "plots/test_map_by_set.png",
-        "plots/test_cmc.png",
-        "plots/ranklist_nir.png",
-        "plots/ranklist_nir_cp_sk_text.png",
-        "checkpoints/best.pt",
-    } <= files
-    local = mlflow.artifacts.download_artifacts(
-        run_id=tracked.run_id, artifact_path="metrics/test.csv", tracking_uri=tracked.uri
-    )
-    table = Path(local).read_text().splitlines()
-    assert table[0].startswith("set,level,queries,mAP") and len(table) == 1 + 15 + 5
-    version = client.get_model_version("omnireid", "1")
-    assert version.run_id == tracked.run_id
-    assert version.tags["dataset.digest"] == run.data.tags["dataset.digest"]
-    assert float(version.tags["test.score"]) == pytest.approx(tracked.result["score"], abs=1e-6)
-    info = mlflow.models.get_model_info("models:/omnireid/1")
-    assert info.signature is not None and info.saved_input_example_info is not None
-    # artifacts go to ./mlartifacts through the experiment, never to ./mlruns
-    assert (tracked.home / "mlartifacts").is_dir() and not (tracked.home / "mlruns").exists()
-    experiment = client.get_experiment(tracked.experiment_id)
-    assert experiment.artifact_location == (tracked.home / "mlartifacts").as_uri()
+def test_tables_hold_every_set_and_epoch(tracked):
+    import csv
+
+    import mlflow
+
+    def table(name):
+        local = mlflow.artifacts.download_artifacts(
+            run_id=tracked.run_id, artifact_path=name, tracking_uri=tracked.uri
+        )
+        return list(csv.DictReader(Path(local).read_text().splitlines()))
+
+    val = table("metrics/val.csv")
+    assert len(val) == 15 + 5 and {r["epoch"] for r in val} == {"1"}
+    assert {r["set"] for r in val} >= {"nir", "nir_cp_sk_text", "mm1", "score"}
+    train = table("metrics/train.csv")
+    assert [r["epoch"] for r in train] == ["1"] and "sdm/nir_cp" in train[0]
+    test = table("metrics/test.csv")
+    assert len(test) == 15 + 5 and "epoch" not in test[0]
+    run = _run(tracked)
+    logged = json.loads(run.data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "metrics/test.json", "type": "table"} in logged
 
 
 # ------------------------------------------------------------------------ callback, no store
@@ -134,45 +119,50 @@ class _FakeClient:
         return record
 
 
-def _tracker(tmp_path, micro_cfg, exp_root):
+def _tracker(tmp_path, micro_cfg, exp_root, evaluates=False):
     from experiments.tracking import MlflowTracker, Store
-    from reid_core.training.paths import RunPaths
 
-    tracker = MlflowTracker.__new__(MlflowTracker)  # no store: a recording fake client
-    client = _FakeClient()
-    vars(tracker).update(
-        cfg=micro_cfg,
-        data_root=exp_root,
-        paths=RunPaths(tmp_path),
-        on_start=None,
-        store=Store("fake", "0", client),
-        run_name="t",
-        extra_tags={},
-        parent_run_id=None,
-        model_name=None,
-        log_model=False,
-        plots=False,
-        run_id=None,
-        logged_run_id=None,
-        model_version=None,
-        seconds=0.0,
+    client = _FakeClient()  # no store: a recording fake client
+    tracker = MlflowTracker(
+        micro_cfg, exp_root, tmp_path, store=Store("fake", "0", client), run_name="t",
+        model_name=None, log_model=False, plots=False,
+    )  # fmt: skip
+    trainer = SimpleNamespace(
+        device="cpu",
+        state=SimpleNamespace(epoch=0),
+        stop_reason=None,
+        should_eval=lambda epoch: evaluates,
     )
-    trainer = SimpleNamespace(device="cpu", state=SimpleNamespace(epoch=0), stop_reason=None)
     tracker.on_train_start(trainer)
     return tracker, client, trainer
+
+
+def _batches(client):
+    return [[m.key for m in c[2]["metrics"]] for c in client.calls if c[0] == "log_batch"]
 
 
 def test_epoch_metrics_are_one_batched_call(tmp_path, micro_cfg, exp_root):
     tracker, client, trainer = _tracker(tmp_path, micro_cfg, exp_root)
     client.calls.clear()
-    tracker.on_epoch_end(trainer, 0, {"loss": 1.0, "ce": 0.5, "lr.head": 1e-3, "spikes": 0.0})
-    assert [c[0] for c in client.calls] == ["log_batch"]
-    assert {m.key for m in client.calls[0][2]["metrics"]} == {
-        "train/loss",
-        "train/ce",
-        "train/lr/head",
-        "train/spikes",
-    }
+    logs = {"loss": 1.0, "ce": 0.5, "lr.head": 1e-3, "sdm/nir_cp": 2.0, "samples_per_s": 9.0}
+    tracker.on_epoch_end(trainer, 0, logs)
+    assert [c[0] for c in client.calls] == ["log_text", "log_batch"]  # metrics/train.csv
+    assert _batches(client) == [["train/loss", "train/ce", "train/lr/head", "perf/samples_per_s"]]
+    assert {m.step for m in client.calls[1][2]["metrics"]} == {1}  # epochs count from 1
+
+
+def test_an_evaluated_epoch_is_logged_with_its_validation_val_first(tmp_path, micro_cfg, exp_root):
+    tracker, client, trainer = _tracker(tmp_path, micro_cfg, exp_root, evaluates=True)
+    client.calls.clear()
+    tracker.on_epoch_end(trainer, 2, {"loss": 1.0})
+    assert _batches(client) == []
+    sets = {s: {"mAP": 0.5, "mAP100": 0.5, "mINP": 0.1, "R1": 0.4, "R5": 0.6, "R10": 0.7}
+            for s in ("nir", "nir_cp")}  # fmt: skip
+    summary = {"mm1": 0.5, "mm2": 0.5, "score": 0.5}
+    result = {"split": "val", "sets": sets, "summary": summary, "score": 0.5, "protocol": "p"}
+    tracker.on_evaluate(trainer, 2, "val", result)
+    (batch,) = _batches(client)
+    assert batch == ["val/score", "val/mm/1", "val/mm/2", "val/mAP/nir", "train/loss"]
 
 
 @pytest.mark.parametrize(("how", "status"), [("failed", "FAILED"), ("interrupted", "KILLED")])
@@ -316,13 +306,19 @@ def test_data_root_is_the_runs_dataset_input(tracked):
     assert logged.dataset.source == tracked.root.resolve().as_uri()
 
 
-def test_links_open_the_training_runs_view():
-    from experiments.tracking import Store, experiment_link, run_link
+def test_links_open_the_model_training_pages():
+    from experiments import links
 
-    local = Store("sqlite:///mlflow.db", "3", None)
-    assert experiment_link(local).endswith("/#/experiments/3/runs?workflowType=machine_learning")
-    server = Store("http://10.0.0.5:5000/", "3", None)
-    assert run_link(server, "abc") == "http://10.0.0.5:5000/#/experiments/3/runs/abc"
+    assert links.link("sqlite:///mlflow.db", links.runs_path("3")) == (
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )
+    server = links.link("http://10.0.0.5:5000/", links.run_path("3", "abc"))
+    assert server == "http://10.0.0.5:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    view = links.view_path("3", "k1", charts=True)
+    assert view == (
+        "#/experiments/3/runs?viewStateShareKey=k1&compareRunsMode=CHART"
+        "&workflowType=machine_learning"
+    )
 
 
 class _RacingClient:
@@ -342,7 +338,7 @@ class _RacingClient:
 def test_a_dataset_insert_race_is_tried_again_and_other_errors_are_not():
     from mlflow.exceptions import MlflowException
 
-    from experiments.tracking import log_dataset
+    from experiments.run_info import log_dataset
 
     pg = 'duplicate key value violates unique constraint "dataset_pk"'
     client = _RacingClient(1, pg)

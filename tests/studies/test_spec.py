@@ -32,6 +32,18 @@ def test_the_issue_example_loads_as_written(tmp_path):
     assert list(spec.space) == ["optim.lr.backbone", "loss.sdm.temperature", "model.lora.rank"]
     assert spec.space["optim.lr.backbone"].log and spec.budget.n_trials == 8
     assert spec.effective_pruner.type == "median" and spec.storage.grace_period == 20
+    assert spec.tracking.log_checkpoints == "best"  # only the best trial keeps its checkpoint
+
+
+def test_log_checkpoints_from_the_command_line_replaces_the_specs(tmp_path):
+    from studies.cli import _setup
+
+    path = tmp_path / "lr-temp.yaml"
+    path.write_text(EXAMPLE, encoding="utf-8")
+    spec, _ = _setup(str(path), None, None, None, None, "all")
+    assert spec.tracking.log_checkpoints == "all" and list(spec.space) == list(
+        load_spec(path).space
+    )
 
 
 def test_shipped_specs_load_and_enqueue_their_base():
@@ -72,6 +84,7 @@ def _with(**changes):
         ({"budget": {}}, "n_trials"),
         ({"surprise": 1}, "surprise"),
         ({"space": {"model.lora.rank": {"type": "choice", "choices": [1]}}}, "choice"),
+        ({"tracking": {"log_checkpoints": "some"}}, "tracking.log_checkpoints"),
     ],
 )
 def test_bad_specs_are_one_line_naming_the_key(changes, expected):

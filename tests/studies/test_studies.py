@@ -52,16 +52,18 @@ def test_invalid_sampled_config_is_one_failed_trial_and_the_study_goes_on(
     tmp_path, monkeypatch, study_root
 ):
     monkeypatch.chdir(tmp_path)
-    space = {"data.p": {"type": "categorical", "choices": [3, 4]}}  # batch 8 = P x K needs P=4
-    path = write_spec(tmp_path, "bad-config", space=space, enqueue=[{"data.p": 3}, {"data.p": 4}])
+    key = "model.clip.custom.heads"  # micro's width 32 is not divisible by 3 heads
+    space = {key: {"type": "categorical", "choices": [3, 2]}}
+    path = write_spec(tmp_path, "bad-config", space=space, enqueue=[{key: 3}, {key: 2}])
     _, place = _run_here(path, study_root, tmp_path)
     got = sorted(trials(place.storage, "bad-config"), key=lambda t: t.number)
     assert [t.state.name for t in got] == ["FAIL", "COMPLETE"]
-    assert "batch_size" in got[0].user_attrs["fail_reason"]
+    assert "divisible" in got[0].user_attrs["fail_reason"]
     _, runs = _runs(tmp_path, "trial")
     failed = [r for r in runs if r.info.status == "FAILED"]
-    assert len(failed) == 1 and "batch_size" in failed[0].data.tags["fail_reason"]
-    assert failed[0].data.params["data.p"] == "3"
+    assert len(failed) == 1 and "divisible" in failed[0].data.tags["fail_reason"]
+    assert failed[0].data.params[key] == "3" and failed[0].data.tags["optuna.state"] == "FAIL"
+    assert got[0].user_attrs["mlflow_run_id"] == failed[0].info.run_id
 
 
 def test_always_pruning_prunes_every_trial_and_fails_none(tmp_path, monkeypatch, study_root):
@@ -84,8 +86,10 @@ def test_always_pruning_prunes_every_trial_and_fails_none(tmp_path, monkeypatch,
     assert len(runs) == 2
     for run in runs:
         assert run.info.status == "FINISHED" and run.data.tags["pruned"] == "true"
+        assert run.data.tags["optuna.state"] == "PRUNED"  # visibly pruned in the runs table
         assert "test.score" not in run.data.tags  # a pruned trial is never scored on test
         assert not any(k.startswith("test/") for k in run.data.metrics)
+        assert "val/best_score" not in run.data.metrics  # Optuna ranks it nowhere either
 
 
 def test_nan_loss_fails_that_trial_with_its_reason(tmp_path, monkeypatch, study_root):
@@ -140,6 +144,7 @@ def test_status_json_best_and_promotion(tmp_path, monkeypatch, study_root, capsy
     assert f"best trial {st['best']['number']}" in out and "to 'champion'" in out
     version = client.get_model_version_by_alias("omnireid", "champion")
     assert version.run_id == st["best"]["mlflow_run_id"]
+    assert f"runs/{version.run_id}?workflowType=machine_learning" in version.description
     assert float(version.tags["test.score"]) == pytest.approx(st["best"]["test_score"])
 
 
