@@ -3,8 +3,8 @@
 MLflow's run page draws one chart section per metric prefix (the name before its last `/`), so
 the names below decide what a researcher sees. A tracked run logs, per epoch (step = epoch,
 counted from 1): the losses, gradient norm, spikes, SDM weight, per-modality CE and learning
-rates under `train/`, samples/s, epoch time and loader wait under `perf/`, and per validation the val
-headline (`val/score` first, `val/mm/1..4`, single-modality `val/mAP/<set>`, the study's
+rates under `train/`, samples/s, epoch time and loader wait under `perf/`, and per validation
+the val headline (`val/score` first, `val/mm/1..4`, single-modality `val/mAP/<set>`, the study's
 objective) and `trainval/score`. Once, at step 0 (a labelled bar): the best-on-val numbers
 (`val/best_score`, `val/best_epoch`, `val/best_<objective>`), `test/score` and `test/mm/1..4`,
 and `perf/<field>` of a profiled run. The per-view SDM losses and every per-set table go to
