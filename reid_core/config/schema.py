@@ -55,6 +55,12 @@ class DataConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     modality_dropout: ModalityDropoutConfig = ModalityDropoutConfig()
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_words(cls, v: object) -> object:
+        # YAML 1.1 reads a bare `off` (and `on`) as a boolean: `--set data.cache=off` means "off"
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("modalities")
     @classmethod
     def _unique(cls, v: tuple[Modality, ...]) -> tuple[Modality, ...]:

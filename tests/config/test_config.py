@@ -120,3 +120,9 @@ def test_schema_is_json():
 def test_custom_patch_must_divide_input():
     with pytest.raises(ConfigError, match="patch_size"):
         load_config(preset="micro", overrides=["data.height=36"])
+
+
+def test_data_cache_off_survives_yaml_booleans():
+    # YAML 1.1 reads a bare `off` as False
+    assert load_config(preset="micro", overrides=["data.cache=off"]).data.cache == "off"
+    assert load_config(preset="micro", overrides=["data.cache=auto"]).data.cache == "auto"
