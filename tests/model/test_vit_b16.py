@@ -16,10 +16,15 @@ def test_vit_b16_builds_at_reid_size():
     model = build_model(cfg, num_classes=10, load_pretrained=False).eval()
     bb = model.backbone
     assert bb.grid_size == (16, 8) and bb.positional_embedding.shape == (129, 768)
-    assert len(bb.blocks) == 12 and bb.mode == "merged"
+    assert len(bb.blocks) == 12
     d, r = 768, 4
     per_block = 4 * r * (d + d) + 2 * r * (d + 4 * d)
-    lora = sum(p.numel() for n, p in model.named_parameters() if ".lora.sk." in n)
+    targets = ("q", "k", "v", "out", "c_fc", "c_proj")
+    lora = sum(
+        a.numel() + b.numel()
+        for block in bb.blocks
+        for a, b in (block.adapter(Modality.SK, t) for t in targets)
+    )
     assert lora == 12 * per_block == 663_552
     assert type(bb.blocks[0].mlp.gelu).__name__ == "QuickGELU"  # the 'openai' tag
     with torch.no_grad():

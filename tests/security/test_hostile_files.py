@@ -40,7 +40,7 @@ i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
 SPEC = {  # a valid spec, to be broken
     "name": "bomb",
     "base": {"preset": "micro"},
-    "space": {"model.mer.rank": {"type": "categorical", "choices": [2, 4]}},
+    "space": {"model.lora.rank": {"type": "categorical", "choices": [2, 4]}},
     "budget": {"n_trials": 2},
 }
 
@@ -65,10 +65,10 @@ def root(dataset, tmp_path) -> Path:
 
 def _bomb_spec(where: str) -> str:
     """A spec whose `where` (space choices, enqueue or base.overrides) holds the laughs."""
-    space = "space: {model.mer.rank: {type: categorical, choices: [2, 4]}}\n"
+    space = "space: {model.lora.rank: {type: categorical, choices: [2, 4]}}\n"
     body = {
-        "space": "space: {model.mer.rank: {type: categorical, choices: *i}}\n",
-        "enqueue": space + "enqueue: [{model.mer.rank: *i}]\n",
+        "space": "space: {model.lora.rank: {type: categorical, choices: *i}}\n",
+        "enqueue": space + "enqueue: [{model.lora.rank: *i}]\n",
         "base.overrides": space.replace("base", "") + "base: {preset: micro, overrides: {x: *i}}\n",
     }[where]
     base = "" if where == "base.overrides" else "base: {preset: micro}\n"

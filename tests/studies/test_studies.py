@@ -224,7 +224,7 @@ def test_sigint_stops_cleanly_and_a_rerun_continues_to_the_budget(tmp_path, stud
 
 @pytest.mark.integration
 def test_two_creates_at_once_make_one_study_and_one_parent_run(tmp_path, study_root):
-    path = write_spec(tmp_path, "race", budget={"n_trials": 3}, enqueue=[{"model.mer.rank": 2}])
+    path = write_spec(tmp_path, "race", budget={"n_trials": 3}, enqueue=[{"model.lora.rank": 2}])
     storage = f"sqlite:///{tmp_path}/studies.db"
     args = ["study", "create", str(path), "--data", str(study_root), "--storage", storage]
     args += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
