@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from experiments import system_metrics
 from experiments.run_info import (
     dataset_input,
     git_state,
@@ -104,6 +105,7 @@ class MlflowTracker(Callback):
         self.pending: tuple[int, dict[str, float]] | None = None  # logged with the validation
         # Time spent tracking (hooks, artifacts, model): the overhead `summary` reports.
         self.seconds = 0.0
+        self._system: Any | None = None  # MLflow's system-metrics monitor, while the run is open
 
     @property
     def client(self) -> Any:
@@ -136,6 +138,7 @@ class MlflowTracker(Callback):
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = self.client.create_run(self.store.experiment_id, run_name=self.run_name, tags=tags)
         self.run_id = self.logged_run_id = run.info.run_id
+        self._system = system_metrics.start(self.run_id, self.store.uri)
         if self.on_start is not None:
             self.on_start(self.run_id)
         log_params(self.client, self.run_id, flatten(self.cfg))
@@ -219,6 +222,8 @@ class MlflowTracker(Callback):
         if self.run_id is None:
             return
         t0 = time.perf_counter()
+        system_metrics.stop(self._system)
+        self._system = None
         for key, value in (tags or {}).items():
             self.client.set_tag(self.run_id, key, value)
         self._log_profile(outcome.paths.out)
@@ -289,6 +294,8 @@ class MlflowTracker(Callback):
 
     def end(self, status: str = "FINISHED") -> None:
         """End the run (idempotent): FINISHED, FAILED or KILLED."""
+        system_metrics.stop(self._system)
+        self._system = None
         if self.run_id is None:
             return
         run_id, self.run_id = self.run_id, None

@@ -71,6 +71,9 @@ def tracked(tmp_path_factory, exp_root) -> TrackedRun:
     cfg = load_config(preset="micro", overrides=OVERRIDES)
     before = Path.cwd()
     os.chdir(home)  # the store's defaults are relative to the cwd, as in `reid train`
+    # a sample every 0.2 s, so the seconds of a micro run log system metrics
+    sampling = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.2"
     try:
         out = home / "runs" / "tracked"
         with MlflowTracker(cfg, exp_root, out, store=open_store(uri)) as tracker:
@@ -79,6 +82,10 @@ def tracked(tmp_path_factory, exp_root) -> TrackedRun:
         result = outcome.result
     finally:
         os.chdir(before)
+        if sampling is None:
+            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
+        else:
+            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = sampling
     assert tracker.logged_run_id and tracker.model_version == "1"
     return TrackedRun(
         exp_root, home, uri, tracker.logged_run_id, tracker.store.experiment_id, result, out
