@@ -225,11 +225,13 @@ class VisionBackbone(nn.Module):
         x = torch.cat(parts) if len(parts) > 1 else parts[0]
         positions = [self.modalities.index(m) for m, _ in segments]
         sizes = [(p, int(t.shape[0])) for p, (_, t) in zip(positions, segments, strict=True)]
-        route = Route.of(sizes, len(self.modalities), x.device)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(self.patch_dropout(x))  # [N, 1 + grid, width]
+        n, tokens, width = x.shape
+        route = Route.of(sizes, len(self.modalities), tokens, x.device)
+        x = x.reshape(n * tokens, width)
         for block in self.blocks:
-            x = block(x, route)
-        x = self.ln_post(x)
+            x = block(x, tokens, route)
+        x = self.ln_post(x.view(n, tokens, width))
         return x, x[:, 0] @ self.proj

@@ -5,15 +5,14 @@ and the functional call reads `out_proj.weight` directly, so a hook or wrapper o
 runs. `MerBlock` therefore reuses open_clip's block weights (same parameter names) and runs its own
 forward over them with `F.scaled_dot_product_attention`.
 
-The images of every modality go through the blocks together: each shared weight is one GEMM over
-all rows, and each row gets the update of its own modality's adapters. An adapter group is every
-adapter that shares one GEMM (q, k and v share `in_proj_weight`; out, c_fc and c_proj have one
-each). Its adapters are stacked over modalities (`down` `[M, n, r, in]`, `up` `[M, n, out, r]`),
-so the update of a mixed batch is two skinny GEMMs whatever the number of modalities:
-`u = x A^T` for every modality's A at once, `u` masked to the columns of the row's own modality
-(`Route`), then `u B^T` with the B of each target placed at the rows it owns. The extra work is
-the down-projection for the other modalities' columns: `M x rank` columns next to the weight's
-`out`, a few percent of the GEMM.
+The images of every modality go through the blocks together, as 2-D token rows: each shared
+weight is one GEMM over all rows, and each row gets the update of its own modality's adapters. An
+adapter group is every adapter that shares one GEMM (q, k and v share `in_proj_weight`; out, c_fc
+and c_proj have one each). Its adapters are stored stacked (`LoraGroup`), so the update of a mixed
+batch is two skinny GEMMs whatever the number of modalities: `u = x A^T` for every modality's A at
+once, `u` masked to the columns of the row's own modality (`Route`), then `u B^T` with the B of
+each target placed at the rows it owns. The extra work is the down-projection for the other
+modalities' columns: `M x rank` columns next to the weight's `out`, a few percent of the GEMM.
 """
 
 from __future__ import annotations
@@ -37,61 +36,100 @@ _QKV_ROW = {"q": 0, "k": 1, "v": 2}
 
 
 class Route:
-    """Which modality each image row of a forward belongs to: a one-hot `[N, M]` over the
+    """Which modality each token row of a forward belongs to: a one-hot `[N, M]` over the
     backbone's modalities, built on the host from the segment sizes (no device sync), and its
-    column masks per group width, built once per forward."""
+    column masks per adapter group, built once per forward."""
 
-    def __init__(self, onehot: torch.Tensor) -> None:
-        self.onehot = onehot  # [N, M] bool
-        self._columns: dict[int, torch.Tensor] = {}
+    def __init__(self, onehot: torch.Tensor, tokens: int) -> None:
+        self.onehot = onehot  # [N, M] bool, one row per image
+        self.tokens = tokens
+        self._columns: dict[tuple[int, int], torch.Tensor] = {}
 
     @classmethod
-    def of(cls, sizes: Sequence[tuple[int, int]], modalities: int, device: Any) -> Route:
-        """`sizes`: (modality position, rows) per segment, in row order."""
+    def of(
+        cls, sizes: Sequence[tuple[int, int]], modalities: int, tokens: int, device: Any
+    ) -> Route:
+        """`sizes`: (modality position, rows) per segment, in row order; `tokens` per image."""
         onehot = np.zeros((sum(n for _, n in sizes), modalities), dtype=bool)
         start = 0
         for position, n in sizes:
             onehot[start : start + n, position] = True
             start += n
-        return cls(torch.from_numpy(onehot).to(device, non_blocking=True))
+        return cls(torch.from_numpy(onehot).to(device, non_blocking=True), tokens)
 
-    def columns(self, width: int) -> torch.Tensor:
-        """`[N, 1, M * width]` bool: True in the `width` columns of the row's own modality."""
-        if width not in self._columns:
-            self._columns[width] = self.onehot.repeat_interleave(width, dim=1)[:, None, :]
-        return self._columns[width]
+    def columns(self, targets: int, rank: int, scale: float, dtype: torch.dtype) -> torch.Tensor:
+        """`[N * tokens, targets * M * rank]`, columns ordered (target, modality, rank): the
+        adapters' scale in the columns of the token row's own modality, 0 elsewhere (the scale
+        rides on the mask, so the update's GEMM and its backward need no extra multiply)."""
+        key = (targets, rank, scale, dtype)
+        if key not in self._columns:
+            per_image = self.onehot.repeat_interleave(rank, dim=1).repeat(1, targets)
+            mask = per_image.repeat_interleave(self.tokens, dim=0)
+            self._columns[key] = mask.to(dtype) * scale
+        return self._columns[key]
 
 
 class LoraGroup(nn.Module):
-    """The adapters of one GEMM for every modality: `down` `[M, n, r, in]` (A, kaiming-uniform as
-    nn.Linear and PEFT), `up` `[M, n, out, r]` (B, zero: an adapter starts as the identity).
-    `starts[j]` is the first output row target j owns (q, k and v share one packed weight)."""
+    """The adapters of one GEMM for every modality, stored as the two matrices of the routed
+    update so a step builds nothing: `down` `[n M r, in]` (A, rows ordered target, modality,
+    rank; kaiming-uniform as nn.Linear and PEFT) and `up` (B, zero: an adapter starts as the
+    identity), `[out, M r]` for a group of one target that owns the whole GEMM, else
+    `[n, out, M r]`, placed block-diagonally at the rows each target owns (q, k and v share one
+    packed weight; a target left out of the group keeps a zero block)."""
 
     def __init__(
         self, modalities: int, targets: Sequence[str], in_f: int, out_f: int, rank: int
     ) -> None:
         super().__init__()
         self.targets = tuple(targets)
-        self.starts = tuple(_QKV_ROW.get(t, 0) * out_f for t in self.targets)
-        self.out_total = 3 * out_f if GROUP_OF[self.targets[0]] == "qkv" else out_f
-        n = len(self.targets)
-        self.down = nn.Parameter(torch.empty(modalities, n, rank, in_f))
-        self.up = nn.Parameter(torch.zeros(modalities, n, out_f, rank))
+        self.modalities, self.rank, self.out_f = modalities, rank, out_f
+        packed = GROUP_OF[self.targets[0]] == "qkv"
+        self.single = len(self.targets) == 1 and not packed
+        n, m = len(self.targets), modalities
+        self.down = nn.Parameter(torch.empty(n * m * rank, in_f))
+        up_shape = (out_f, m * rank) if self.single else (n, out_f, m * rank)
+        self.up = nn.Parameter(torch.zeros(up_shape))
+        # each packed row third in order: the index of its target in `up`, or None (a zero block)
+        self._thirds = (
+            [self.targets.index(t) if t in self.targets else None for t in ("q", "k", "v")]
+            if packed
+            else []
+        )
+        self.register_buffer("_gap", torch.zeros(out_f, 0), persistent=False)
+
+    def down_rows(self, modality: int, target: str) -> slice:
+        """The rows of `down` holding one adapter's A."""
+        start = (self.targets.index(target) * self.modalities + modality) * self.rank
+        return slice(start, start + self.rank)
+
+    def adapter(self, modality: int, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One adapter: views of (A `[r, in]`, B `[out, r]`)."""
+        return self._slices(self.down, self.up, modality, target)
+
+    def adapter_grads(self, modality: int, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradients of one adapter's (A, B), after a backward pass."""
+        if self.down.grad is None or self.up.grad is None:
+            raise ValueError("no gradients: run a backward pass first")
+        return self._slices(self.down.grad, self.up.grad, modality, target)
+
+    def _slices(
+        self, down: torch.Tensor, up: torch.Tensor, modality: int, target: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cols = slice(modality * self.rank, (modality + 1) * self.rank)
+        up = up if self.single else up[self.targets.index(target)]
+        return down[self.down_rows(modality, target)], up[:, cols]
 
     def init_adapter(self, modality: int, target: str) -> None:
         """Initialise one adapter's A (in the order the adapters were always drawn)."""
-        a = self.down.data[modality, self.targets.index(target)]  # [r, in]
+        a = self.down.data[self.down_rows(modality, target)]  # [r, in]
         nn.init.kaiming_uniform_(a, a=math.sqrt(5))
 
     def up_matrix(self) -> torch.Tensor:
-        """Every modality's B placed at its target's rows: `[out_total, M * n * r]`."""
-        m, n, out, r = self.up.shape
-        if n == 1 and out == self.out_total:
-            return self.up[:, 0].permute(1, 0, 2).reshape(out, m * r)
-        full = self.up.new_zeros(self.out_total, m, n, r)
-        for j, start in enumerate(self.starts):
-            full[start : start + out, :, j] = self.up[:, j].permute(1, 0, 2)
-        return full.view(self.out_total, m * n * r)
+        """Every adapter's B at the rows its target owns: `[out_total, n M r]`."""
+        if self.single:
+            return self.up
+        ups = self.up.unbind(0)  # one op (and one stack back), where indexing costs one per block
+        return torch.block_diag(*(self._gap if j is None else ups[j] for j in self._thirds))
 
 
 def adapted_linear(
@@ -103,15 +141,13 @@ def adapted_linear(
     scale: float,
     dropout: nn.Module,
 ) -> torch.Tensor:
-    """`F.linear(x, weight, bias)` plus each row's own modality's adapters; `x` `[N, T, in]`."""
-    y = F.linear(x, weight, bias)  # [N, T, out]
+    """`F.linear(x, weight, bias)` plus each row's own modality's adapters; `x` `[rows, in]`."""
+    y = F.linear(x, weight, bias)  # [rows, out]
     if group is None or route is None:
         return y
-    n, t, width = x.shape
-    u = F.linear(dropout(x), group.down.reshape(-1, width))  # [N, T, M n r]
-    u = u * route.columns(u.shape[-1] // route.onehot.shape[1])
-    y = torch.addmm(y.view(n * t, -1), u.view(n * t, -1), group.up_matrix().t(), alpha=scale)
-    return y.view(n, t, -1)
+    u = F.linear(dropout(x), group.down)  # [rows, n M r]
+    u = u * route.columns(len(group.targets), group.rank, scale, u.dtype)
+    return torch.addmm(y, u, group.up_matrix().t())
 
 
 class MerBlock(nn.Module):
@@ -163,9 +199,7 @@ class MerBlock(nn.Module):
 
     def adapter(self, modality: Modality, target: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One modality's adapter of one target: views of (A `[r, in]`, B `[out, r]`)."""
-        group, m = self.group_of(target), self.modalities.index(modality)
-        j = group.targets.index(target)
-        return group.down[m, j], group.up[m, j]
+        return self.group_of(target).adapter(self.modalities.index(modality), target)
 
     def _linear(self, x: torch.Tensor, layer: Any, name: str, route: Route | None) -> Any:
         weight = layer.in_proj_weight if name == "qkv" else layer.weight
@@ -173,19 +207,20 @@ class MerBlock(nn.Module):
         group = self._groups_by_name.get(name)
         return adapted_linear(x, weight, bias, group, route, self.scale, self.lora_dropout)
 
-    def attention(self, x: torch.Tensor, route: Route | None) -> torch.Tensor:
-        n, t, width = x.shape  # [batch, tokens, width]
+    def attention(self, x: torch.Tensor, tokens: int, route: Route | None) -> torch.Tensor:
+        rows, width = x.shape  # [batch * tokens, width]
         qkv = self._linear(x, self.attn, "qkv", route)
-        q, k, v = qkv.view(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # [batch, heads, t, hd]
+        q, k, v = qkv.view(-1, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         o = F.scaled_dot_product_attention(q, k, v)  # [batch, heads, tokens, head_dim]
-        o = o.transpose(1, 2).reshape(n, t, width)
+        o = o.transpose(1, 2).reshape(rows, width)
         return self._linear(o, self.attn.out_proj, "out", route)
 
     def mlp_forward(self, x: torch.Tensor, route: Route | None) -> torch.Tensor:
         h = self.mlp.gelu(self._linear(x, self.mlp.c_fc, "c_fc", route))
         return self._linear(h, self.mlp.c_proj, "c_proj", route)
 
-    def forward(self, x: torch.Tensor, route: Route | None) -> torch.Tensor:
-        """`x` `[N, T, width]`; `route` says which modality's adapters each row uses."""
-        x = x + self.ls_1(self.attention(self.ln_1(x), route))
+    def forward(self, x: torch.Tensor, tokens: int, route: Route | None) -> torch.Tensor:
+        """`x` `[N * tokens, width]` (the token rows of N images, kept 2-D so every GEMM is one
+        `addmm` without reshapes); `route` says which modality's adapters each row uses."""
+        x = x + self.ls_1(self.attention(self.ln_1(x), tokens, route))
         return x + self.ls_2(self.mlp_forward(self.ln_2(x), route))
