@@ -190,24 +190,13 @@ def eval_cmd(
     """Score a checkpoint, or the untrained model of --preset, on the val or test split."""
     from experiments.run import evaluate
     from experiments.tables import print_metrics
-    from reid_core.config import validate_tree, with_overrides
-    from reid_core.training.checkpoint import load_checkpoint
 
     if checkpoint is None and not (preset or config_file):
         raise ReidError("give --checkpoint PATH, or --preset/--config to score an untrained model")
     pictures = rank_lists_dir or out
     if rank_lists and pictures is None and no_track:
         raise ReidError("--rank-lists N needs --out or --rank-lists-dir (or tracking) to go to")
-    if checkpoint is not None:
-        cfg = validate_tree(load_checkpoint(checkpoint)["config"], f"{checkpoint} config")
-        if overrides:
-            from reid_core.config import parse_override
-
-            cfg = with_overrides(cfg, dict(parse_override(o) for o in overrides))
-    else:
-        cfg = load_from_options(preset, config_file, overrides)
-    if protocol is not None:
-        cfg = with_overrides(cfg, {"eval.protocol": protocol})
+    cfg = _eval_config(checkpoint, preset, config_file, overrides, protocol)
     store = None
     if not no_track:
         from experiments.tracking import open_store
@@ -235,6 +224,29 @@ def eval_cmd(
             )
             click.echo(f"logged {len(logged)} rank list(s) under plots/")
         click.echo(f"mlflow run {run_id} in {store.uri}")
+
+
+def _eval_config(
+    checkpoint: Path | None,
+    preset: str | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    protocol: str | None,
+) -> Any:
+    """The checkpoint's own config (with --set on top), else the preset/config files'; with
+    --protocol."""
+    from reid_core.config import parse_override, validate_tree, with_overrides
+    from reid_core.training.checkpoint import load_checkpoint
+
+    if checkpoint is not None:
+        cfg = validate_tree(load_checkpoint(checkpoint)["config"], f"{checkpoint} config")
+        if overrides:
+            cfg = with_overrides(cfg, dict(parse_override(o) for o in overrides))
+    else:
+        cfg = load_from_options(preset, config_file, overrides)
+    if protocol is not None:
+        cfg = with_overrides(cfg, {"eval.protocol": protocol})
+    return cfg
 
 
 # --------------------------------------------------------------------------------------- models

@@ -22,7 +22,10 @@ _MODEL = click.option(
     "model_uri",
     default="models:/omnireid@champion",
     show_default=True,
-    help="Registered model (models:/NAME@ALIAS, models:/NAME/VERSION) or runs:/RUN/model.",
+    help=(
+        "Registered model (models:/NAME@ALIAS, models:/NAME/VERSION), a logged model "
+        "(models:/m-ID) or a run's model (runs:/RUN_ID/RUN_NAME: named after its run)."
+    ),
 )
 _KIND = click.option(
     "--kind",

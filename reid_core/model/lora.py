@@ -43,7 +43,7 @@ class Route:
     def __init__(self, onehot: torch.Tensor, tokens: int) -> None:
         self.onehot = onehot  # [N, M] bool, one row per image
         self.tokens = tokens
-        self._columns: dict[tuple[int, int], torch.Tensor] = {}
+        self._columns: dict[tuple[int, int, float, torch.dtype], torch.Tensor] = {}
 
     @classmethod
     def of(
