@@ -136,13 +136,14 @@ def _mark_interrupted(study: Any, place: Placement, procs: list[Any]) -> None:
 
     from experiments.runs import kill_run
     from experiments.store import open_store
+    from studies.optuna_private import set_trial_user_attr
 
     pids = {str(p.pid) for p in procs}
     store = None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if str(t.user_attrs.get("worker", "")).rsplit(":", 1)[-1] not in pids:
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)  # no public API
+        set_trial_user_attr(study, t, "interrupted", True)  # another process's trial
         study.tell(t.number, state=TrialState.FAIL)
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id:

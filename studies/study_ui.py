@@ -103,7 +103,9 @@ def dashboard_link(study_id: int, number: int | None = None) -> str:
 
 def dashboard_id(study: Any) -> int:
     """optuna-dashboard's id of the study (Optuna's storage key; Study has no public accessor)."""
-    return int(study._study_id)
+    from studies.optuna_private import study_id
+
+    return study_id(study)
 
 
 def trial_note(store: Any, study_name: str, parent_run_id: str, study_id: int, number: int,

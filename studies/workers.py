@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studies import optuna_private
 from studies.storage import DurableTrial, redact, retry_db, study_lock
 
 log = logging.getLogger("omnireid.study")
@@ -175,7 +176,7 @@ def heartbeat(storage: Any, trial: Any) -> Iterator[None]:
     if not interval:
         yield
         return
-    trial_id = trial._trial_id  # Optuna's storage key; Trial has no public accessor for it
+    trial_id = optuna_private.trial_id(trial)
     storage.record_heartbeat(trial_id)
     stop = threading.Event()
 
