@@ -38,8 +38,9 @@ def _configs(spec, n: int, seed: int) -> list[dict]:
 
 def _run(spec_tree: dict, name: str, root: Path, work: Path) -> tuple[int, float, float]:
     """Run one study to its budget; returns (epochs trained, best val score, wall seconds)."""
+    from studies.record import Placement, TrialAttr
     from studies.spec import parse_spec
-    from studies.study import Placement, create
+    from studies.study import create
     from studies.workers import WorkerArgs
     from studies.workers import work as work_study
 
@@ -52,14 +53,15 @@ def _run(spec_tree: dict, name: str, root: Path, work: Path) -> tuple[int, float
     )
     t0 = time.perf_counter()
     study = create(spec, place)
-    work_study(WorkerArgs(name, place.storage, str(root), place.tracking_uri))
+    work_study(WorkerArgs(name, place))
     wall = time.perf_counter() - t0
     trials = study.get_trials()
-    epochs = sum(int(t.user_attrs.get("epoch", 0)) for t in trials)
+    epochs = sum(int(t.user_attrs.get(TrialAttr.EPOCH, 0)) for t in trials)
     best = max(t.values[0] for t in trials if t.state.name == "COMPLETE")
     for t in trials:
         state = t.state.name.lower()
-        print(f"  {name} trial {t.number}: {state} after {t.user_attrs.get('epoch')} epochs")
+        epoch = t.user_attrs.get(TrialAttr.EPOCH)
+        print(f"  {name} trial {t.number}: {state} after {epoch} epochs")
     return epochs, best, wall
 
 

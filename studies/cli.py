@@ -69,9 +69,9 @@ def specs_cmd() -> None:
 def _setup(
     spec_arg: str, storage: str | None, data_root: Path | None, tracking_uri, ckpts, keep=None
 ):
+    from studies.record import Placement
     from studies.spec import load_spec, parse_spec, spec_to_dict
     from studies.storage import resolve_url
-    from studies.study import Placement
 
     spec = load_spec(spec_arg)
     if keep is not None:  # --log-checkpoints: the spec's tracking.log_checkpoints, validated
@@ -90,6 +90,7 @@ def _setup(
 @LOG_CHECKPOINTS
 def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints, log_checkpoints) -> None:
     """Create the study SPEC (a shipped name or a YAML path) and its MLflow parent run."""
+    from studies.record import read_record
     from studies.storage import redact
     from studies.study import create
 
@@ -99,8 +100,7 @@ def create_cmd(spec: str, data_root, storage, tracking_uri, checkpoints, log_che
     budget = f"{b.n_trials} trial(s)" if b.n_trials is not None else f"{b.timeout:g} s"
     click.echo(
         f"study {loaded.name} in {redact(place.storage)}: budget {budget}, "
-        f"{len(study.trials)} trial(s) so far; parent run "
-        f"{study.user_attrs['mlflow_parent_run_id']}"
+        f"{len(study.trials)} trial(s) so far; parent run {read_record(study).parent_run_id}"
     )
     click.echo(f"join with: reid study worker {loaded.name} --storage {redact(place.storage)}")
 
@@ -167,14 +167,12 @@ def run_cmd(
 def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, index, gpus) -> None:
     """Join study NAME and work until its budget is met (what a second machine runs)."""
     from experiments.tracking import sigterm_as_interrupt
+    from studies.record import Placement
     from studies.workers import WorkerArgs, work
 
     args = WorkerArgs(
         study=name,
-        storage=storage,
-        data_root=str(data_root) if data_root else None,
-        tracking_uri=tracking_uri,
-        checkpoints=str(checkpoints) if checkpoints else None,
+        placement=Placement(storage, data_root, tracking_uri, checkpoints),
         index=os.getpid() % 10_000 if index is None else index,
         gpu=os.environ.get("CUDA_VISIBLE_DEVICES"),
     )
@@ -200,12 +198,12 @@ def _gpu_list(gpus: str | None) -> list[str] | None:
 def _work_on_gpus(args: Any, devices: list[str]) -> None:
     """`reid study worker --gpus`: one spawned worker per listed device, waited for."""
     from studies.coordinator import spawn_workers
+    from studies.record import read_record
     from studies.storage import resolve_url
     from studies.study import load
 
-    study, _, _ = load(args.study, resolve_url(args.storage))
-    logs = Path(args.checkpoints) / args.study if args.checkpoints else None
-    logs = (logs or Path(study.user_attrs["checkpoints"])) / "logs"
+    study, _, _ = load(args.study, resolve_url(args.placement.storage))
+    logs = read_record(study).folders_for(args.placement) / "logs"
     procs = spawn_workers(args, len(devices), devices, logs, first=args.index)
     click.echo(f"{len(procs)} worker(s) on GPUs {','.join(devices)}; logs in {logs}")
     for proc in procs:

@@ -19,8 +19,8 @@ from typing import Any
 
 import click
 
+from studies.record import Placement, TrialAttr, read_record
 from studies.spec import StudySpec
-from studies.study import Placement
 
 _POLL_S = 2.0
 _STOP_GRACE_S = 60.0
@@ -35,11 +35,12 @@ def run_study(
     from studies.study_ui import printed_links
 
     study = create(spec, place)
+    record = read_record(study)
     n = len(gpus) if gpus else workers
-    logs = Path(study.user_attrs["checkpoints"]) / "logs"
+    logs = record.checkpoints / "logs"
     click.echo(
         f"study {spec.name} in {redact(place.storage)}: {n} worker(s), logs in {logs}; "
-        f"MLflow parent run {study.user_attrs['mlflow_parent_run_id']}"
+        f"MLflow parent run {record.parent_run_id}"
     )
     click.echo(printed_links(study, spec, place.tracking_uri)[0])
     procs = _spawn(spec, place, n, gpus, logs)
@@ -66,14 +67,7 @@ def _spawn(
     from studies.workers import WorkerArgs
 
     deadline = time.time() + spec.budget.timeout if spec.budget.timeout else None
-    base = WorkerArgs(
-        study=spec.name,
-        storage=place.storage,
-        data_root=str(place.data_root) if place.data_root else None,
-        tracking_uri=place.tracking_uri,
-        checkpoints=str(place.checkpoints) if place.checkpoints else None,
-        deadline=deadline,
-    )
+    base = WorkerArgs(study=spec.name, placement=place, deadline=deadline)
     return spawn_workers(base, n, gpus, logs)
 
 
@@ -136,20 +130,18 @@ def _mark_interrupted(study: Any, place: Placement, procs: list[Any]) -> None:
 
     from experiments.runs import kill_run
     from experiments.store import open_store
+    from studies.optuna_private import set_trial_user_attr
 
     pids = {str(p.pid) for p in procs}
     store = None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if str(t.user_attrs.get("worker", "")).rsplit(":", 1)[-1] not in pids:
+        if str(t.user_attrs.get(TrialAttr.WORKER, "")).rsplit(":", 1)[-1] not in pids:
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)  # no public API
+        set_trial_user_attr(study, t, TrialAttr.INTERRUPTED, True)  # another process's trial
         study.tell(t.number, state=TrialState.FAIL)
-        run_id = t.user_attrs.get("mlflow_run_id")
+        run_id = t.user_attrs.get(TrialAttr.RUN_ID)
         if run_id:
-            store = store or open_store(
-                place.tracking_uri or study.user_attrs.get("tracking_uri"),
-                study.user_attrs.get("experiment", place.experiment),
-            )
+            store = store or open_store(*read_record(study).tracking_for(place.tracking_uri))
             kill_run(store, run_id)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from reid_core.progress import is_interactive
+from studies.record import TrialAttr
 from studies.spec import StudySpec
 
 
@@ -26,8 +27,8 @@ def _params(params: dict[str, Any]) -> str:
 
 
 def _latest(trial: Any) -> float | None:
-    if trial.user_attrs.get("val_score") is not None:
-        return float(trial.user_attrs["val_score"])
+    if trial.user_attrs.get(TrialAttr.VAL_SCORE) is not None:
+        return float(trial.user_attrs[TrialAttr.VAL_SCORE])
     values = trial.intermediate_values
     return values[max(values)] if values else None
 
@@ -63,8 +64,8 @@ class TrialView:
             if self.seen.get(t.number) == key or t.state.name == "WAITING":
                 continue
             self.seen[t.number] = key
-            epoch = t.user_attrs.get("epoch")
-            reason = t.user_attrs.get("fail_reason") if t.state.name == "FAIL" else None
+            epoch = t.user_attrs.get(TrialAttr.EPOCH)
+            reason = t.user_attrs.get(TrialAttr.FAIL_REASON) if t.state.name == "FAIL" else None
             line = (
                 f"trial {t.number} {t.state.name.lower()}"
                 + (f" epoch {epoch}" if epoch else "")
@@ -89,11 +90,11 @@ class TrialView:
             table.add_column(col, justify="left" if col in ("state", "params") else "right")
         for t in trials:
             value = t.values[0] if t.values else None
-            reason = t.user_attrs.get("fail_reason", "") if t.state.name == "FAIL" else ""
+            reason = t.user_attrs.get(TrialAttr.FAIL_REASON, "") if t.state.name == "FAIL" else ""
             table.add_row(
                 str(t.number),
                 t.state.name.lower(),
-                _fmt(t.user_attrs.get("epoch")),
+                _fmt(t.user_attrs.get(TrialAttr.EPOCH)),
                 _fmt(_latest(t)),
                 _fmt(value),
                 (_params(t.params) + (f" ({reason[:60]})" if reason else "")) or "-",
@@ -136,7 +137,7 @@ def print_best(study: Any, spec: StudySpec, baseline: Path | None) -> None:
     )
     click.echo(f"params: {json.dumps(s['params'])}")
     click.echo(f"mlflow run: {s['mlflow_run_id']}")
-    metrics = Path(best.user_attrs.get("run_dir", "")) / "metrics.json"
+    metrics = Path(best.user_attrs.get(TrialAttr.RUN_DIR, "")) / "metrics.json"
     if metrics.is_file():
         from experiments.tables import print_metrics
 

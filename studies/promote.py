@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from reid_core.errors import ReidError
+from studies.record import TrialAttr, read_record
 from studies.report import best_trial
 from studies.spec import StudySpec
 
@@ -24,18 +25,18 @@ def promote_best(
     best = best_trial(study, spec)
     if best is None:
         raise ReidError(f"study {study.study_name}: no completed trial to promote")
-    run_id = best.user_attrs.get("mlflow_run_id")
+    run_id = best.user_attrs.get(TrialAttr.RUN_ID)
     if not run_id:
         raise ReidError(f"trial {best.number} has no MLflow run to promote")
-    uri = resolve_uri(tracking_uri or study.user_attrs.get("tracking_uri"))
+    uri = resolve_uri(read_record(study).tracking_for(tracking_uri)[0])
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient(uri, uri)
     # tracking.log_checkpoints best/none: the model is logged when the study completes, or now
     store = Store(uri, client.get_run(run_id).info.experiment_id, client)
-    log_from_folder(store, run_id, Path(best.user_attrs.get("run_dir", "")), checkpoint=False,
-                    model=True)  # fmt: skip
+    run_dir = Path(best.user_attrs.get(TrialAttr.RUN_DIR, ""))
+    log_from_folder(store, run_id, run_dir, checkpoint=False, model=True)
     version = register_run_model(client, model_name, run_id)
     d = promote(client, model_name, version=version, min_delta=min_delta)
     before = f"version {d.holder.version}" if d.holder else "nobody"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from reid_core.training.callbacks import Callback
+from studies.record import TrialAttr
 
 
 class PruningCallback(Callback):
@@ -46,8 +47,8 @@ class TrialProgress(Callback):
         self.trial = trial
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, float]) -> None:
-        self.trial.set_user_attr("epoch", epoch + 1)
+        self.trial.set_user_attr(TrialAttr.EPOCH, epoch + 1)
 
     def on_evaluate(self, trainer: Any, epoch: int, split: str, metrics: dict[str, Any]) -> None:
         if split == "val":
-            self.trial.set_user_attr("val_score", float(metrics["score"]))
+            self.trial.set_user_attr(TrialAttr.VAL_SCORE, float(metrics["score"]))

@@ -7,6 +7,7 @@ import time
 import warnings
 from typing import Any
 
+from studies.record import TrialAttr, read_record
 from studies.spec import StudySpec
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -44,14 +45,15 @@ def status(study: Any, spec: StudySpec) -> dict[str, Any]:
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     best = best_trial(study, spec)
+    record = read_record(study)
     now = time.time()
     running = [
         {
             "number": t.number,
-            "epoch": int(t.user_attrs.get("epoch", 0)),
+            "epoch": int(t.user_attrs.get(TrialAttr.EPOCH, 0)),
             "age_s": round(now - t.datetime_start.timestamp(), 1) if t.datetime_start else 0.0,
-            "val_score": t.user_attrs.get("val_score"),
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "val_score": t.user_attrs.get(TrialAttr.VAL_SCORE),
+            "mlflow_run_id": t.user_attrs.get(TrialAttr.RUN_ID),
         }
         for t in trials
         if t.state.name == "RUNNING"
@@ -60,12 +62,12 @@ def status(study: Any, spec: StudySpec) -> dict[str, Any]:
         "study": study.study_name,
         "objective": spec.objective.metric,
         "direction": spec.objective.direction,
-        "n_trials": study.user_attrs.get("n_trials"),
+        "n_trials": record.n_trials,
         "states": states,
         "best": None if best is None else trial_summary(best),
         "running": running,
-        "mlflow_parent_run_id": study.user_attrs.get("mlflow_parent_run_id"),
-        "completed": bool(study.user_attrs.get("completed", False)),
+        "mlflow_parent_run_id": record.parent_run_id,
+        "completed": record.completed,
     }
 
 
@@ -74,8 +76,8 @@ def trial_summary(trial: Any) -> dict[str, Any]:
         "number": trial.number,
         "value": trial_value(trial),
         "params": dict(trial.params),
-        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-        "test_score": trial.user_attrs.get("test_score"),
+        "mlflow_run_id": trial.user_attrs.get(TrialAttr.RUN_ID),
+        "test_score": trial.user_attrs.get(TrialAttr.TEST_SCORE),
     }
 
 

@@ -1,43 +1,36 @@
-"""Creating, resuming and closing a study: its Optuna record, its MLflow parent run, its budget.
+"""Creating, resuming and closing a study: its Optuna study, its MLflow parent run, its budget.
 
-A study's user attrs hold everything a worker on another machine needs (the spec, data root,
-checkpoint folder, tracking URI, parent run id), so `reid study worker NAME --storage URL` is
-all a second machine runs. The budget is `n_trials` counted trials (`counted`): the spec's
-enqueued configs wait as WAITING trials, and a worker claims a new slot only when it starts a
-trial (`slots_left`, under `study_lock`), so no two workers overshoot `n_trials`, a rerun after an
-interruption claims what is left, and a huge budget costs nothing up front.
+A study's record (`studies.record`) holds everything a worker on another machine needs (the
+spec, data root, checkpoint folder, tracking URI, parent run id), so `reid study worker NAME
+--storage URL` is all a second machine runs. The budget is `n_trials` counted trials
+(`counted`): the spec's enqueued configs wait as WAITING trials, and a worker claims a new slot
+only when it starts a trial (`slots_left`, under `study_lock`), so no two workers overshoot
+`n_trials`, a rerun after an interruption claims what is left, and a huge budget costs nothing
+up front.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reid_core.errors import ReidError
-from studies.spec import StudySpec, parse_spec, spec_to_dict
+from studies.record import (
+    Placement,
+    StudyError,
+    StudyRecord,
+    TrialAttr,
+    has_record,
+    read_record,
+    record_from_attrs,
+    refresh_record,
+    write_record,
+)
+from studies.spec import StudySpec, spec_to_dict
 from studies.storage import open_storage, redact, scrub, study_lock
 
 DEFAULT_CHECKPOINTS = Path("runs") / "studies"
-ATTR_SPEC = "spec"
-ATTR_PARENT = "mlflow_parent_run_id"
-
-
-class StudyError(ReidError):
-    """A study cannot be created, found or continued."""
-
-
-@dataclass
-class Placement:
-    """Where a study keeps things, as given on the command line (None: from the study)."""
-
-    storage: str
-    data_root: Path | None = None
-    tracking_uri: str | None = None
-    checkpoints: Path | None = None
-    experiment: str = "omnireid"
 
 
 # --------------------------------------------------------------------------- optuna parts
@@ -128,9 +121,7 @@ def load(
         known = ", ".join(sorted(summaries)) or "none"
         raise StudyError(f"no study {name!r} in {redact(url)} (studies there: {known})")
     probe = optuna.load_study(study_name=name, storage=storage)
-    if ATTR_SPEC not in probe.user_attrs:
-        raise StudyError(f"study {name!r} in {redact(url)} was not made by `reid study`")
-    spec = parse_spec(probe.user_attrs[ATTR_SPEC], f"study {name} spec")
+    spec = read_record(probe, f" in {redact(url)}").spec
     study = optuna.load_study(
         study_name=name,
         storage=storage,
@@ -155,9 +146,7 @@ def _stored_spec(name: str, url: str) -> StudySpec:
     except Exception as exc:
         reason = scrub(str(exc), url).splitlines() or [type(exc).__name__]
         raise StudyError(f"study storage {redact(url)}: {reason[0]}") from None
-    if ATTR_SPEC not in attrs:
-        raise StudyError(f"study {name!r} in {redact(url)} was not made by `reid study`")
-    return parse_spec(attrs[ATTR_SPEC], f"study {name} spec")
+    return record_from_attrs(name, attrs, f" in {redact(url)}").spec
 
 
 # ------------------------------------------------------------------------------- create
@@ -187,40 +176,42 @@ def create(spec: StudySpec, place: Placement) -> Any:
             pruner=make_pruner(spec),
             load_if_exists=True,
         )
-        attrs = study.user_attrs
-        if ATTR_SPEC in attrs:
-            _check_same(spec, attrs[ATTR_SPEC])
+        if has_record(study):
+            _check_same(spec, read_record(study).spec)
             if study.metric_names is None:  # a study from before the names were set
                 set_metric_names(study, spec)
-            study.set_user_attr("n_trials", spec.budget.n_trials)  # a budget may grow
-            tracking = spec_to_dict(spec)["tracking"]  # so may what the runs store
-            study.set_user_attr(ATTR_SPEC, {**attrs[ATTR_SPEC], "tracking": tracking})
-        else:
-            checkpoints = (place.checkpoints or _default_checkpoints(spec)).resolve()
-            for key, value in {
-                ATTR_SPEC: spec_to_dict(spec),
-                "data_root": str(Path(data_root).resolve()),
-                "checkpoints": str(checkpoints / spec.name),
-                "tracking_uri": store.uri,
-                "experiment": place.experiment,
-                "n_trials": spec.budget.n_trials,
-            }.items():
-                study.set_user_attr(key, value)
-            parent = _parent_run(store, spec, place.storage)
-            study.set_user_attr(ATTR_PARENT, parent)
-            mark_study(study, store, spec, parent)
-            update_parent(store, study, spec, redact(place.storage))
-            for config in spec.enqueue:
-                study.enqueue_trial(config, user_attrs={"enqueued": True})
+            refresh_record(study, spec)  # the budget may grow, what the runs store change
+            return study
+        record = _new_record(spec, place, data_root, store)
+        write_record(study, record)
+        mark_study(study, store, spec, record.parent_run_id)
+        update_parent(store, study, spec, redact(place.storage))
+        for config in spec.enqueue:
+            study.enqueue_trial(config, user_attrs={TrialAttr.ENQUEUED: True})
     return study
+
+
+def _new_record(spec: StudySpec, place: Placement, data_root: Path, store: Any) -> StudyRecord:
+    """A new study's record, with its MLflow parent run."""
+    checkpoints = (place.checkpoints or _default_checkpoints(spec)).resolve()
+    return StudyRecord(
+        name=spec.name,
+        spec=spec,
+        data_root=Path(data_root).resolve(),
+        checkpoints=checkpoints / spec.name,
+        tracking_uri=store.uri,
+        experiment=place.experiment,
+        parent_run_id=_parent_run(store, spec, place.storage),
+        n_trials=spec.budget.n_trials,
+    )
 
 
 def _default_checkpoints(spec: StudySpec) -> Path:
     return Path(spec.storage.checkpoints) if spec.storage.checkpoints else DEFAULT_CHECKPOINTS
 
 
-def _check_same(spec: StudySpec, stored: dict[str, Any]) -> None:
-    mine = spec_to_dict(spec)
+def _check_same(spec: StudySpec, stored_spec: StudySpec) -> None:
+    mine, stored = spec_to_dict(spec), spec_to_dict(stored_spec)
     differ = sorted(
         k
         for k in mine
@@ -290,16 +281,16 @@ def counted(trial: Any) -> bool:
         return True
     if trial.state is TrialState.WAITING:
         return True
-    return trial.state is TrialState.FAIL and "fail_reason" in trial.user_attrs
+    return trial.state is TrialState.FAIL and TrialAttr.FAIL_REASON in trial.user_attrs
 
 
 def slots_left(study: Any) -> int | None:
     """Trials the budget still allows beyond the counted ones (call under the lock when about
     to claim one); None for a budget of time alone."""
-    n_trials = study.user_attrs.get("n_trials")
+    n_trials = read_record(study).n_trials
     if n_trials is None:
         return None
-    return max(0, int(n_trials) - sum(counted(t) for t in study.get_trials(deepcopy=False)))
+    return max(0, n_trials - sum(counted(t) for t in study.get_trials(deepcopy=False)))
 
 
 def budget_met(study: Any) -> bool:
@@ -308,5 +299,5 @@ def budget_met(study: Any) -> bool:
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in done and counted(t)]
-    n_trials = study.user_attrs.get("n_trials")
+    n_trials = read_record(study).n_trials
     return n_trials is not None and len(finished) >= n_trials

@@ -17,6 +17,7 @@ import time
 import warnings
 from typing import Any
 
+from studies.record import TrialAttr, read_record
 from studies.spec import StudySpec
 
 DASHBOARD = "http://127.0.0.1:8080"  # `reid study dashboard`'s default address
@@ -86,9 +87,9 @@ def printed_links(study: Any, spec: StudySpec, tracking_uri: str | None = None) 
     from experiments import links
     from experiments.store import open_store
 
-    attrs = study.user_attrs
-    store = open_store(tracking_uri or attrs.get("tracking_uri"), attrs.get("experiment"))
-    table, charts = view_links(store, attrs.get("mlflow_parent_run_id", ""))
+    record = read_record(study)
+    store = open_store(*record.tracking_for(tracking_uri))
+    table, charts = view_links(store, record.parent_run_id)
     rank = rank_metric(spec)
     return [
         links.with_hint(store.uri, f"trials ranked by {rank}: {table}"),
@@ -103,7 +104,9 @@ def dashboard_link(study_id: int, number: int | None = None) -> str:
 
 def dashboard_id(study: Any) -> int:
     """optuna-dashboard's id of the study (Optuna's storage key; Study has no public accessor)."""
-    return int(study._study_id)
+    from studies.optuna_private import study_id
+
+    return study_id(study)
 
 
 def trial_note(store: Any, study_name: str, parent_run_id: str, study_id: int, number: int,
@@ -128,7 +131,7 @@ def mark_trial(trial: Any, store: Any, run_id: str, name: str) -> None:
     from experiments import links
     from studies.storage import retry_db
 
-    trial.set_user_attr("mlflow_run_id", run_id)
+    trial.set_user_attr(TrialAttr.RUN_ID, run_id)
     page = links.link(store.uri, links.run_path(store.experiment_id, run_id))
     text = f"MLflow run of trial {trial.number}: [{name}]({page}) (`{run_id}`)"
     retry_db(save_note, trial, links.with_hint(store.uri, text))
@@ -157,7 +160,7 @@ def parent_note(store: Any, study: Any, spec: StudySpec, best: Any, storage: str
     trials and their charts, the best trial so far and optuna-dashboard."""
     from experiments import links
 
-    eid, parent = store.experiment_id, study.user_attrs.get("mlflow_parent_run_id", "")
+    eid, parent = store.experiment_id, read_record(study).parent_run_id
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
@@ -170,9 +173,9 @@ def parent_note(store: Any, study: Any, spec: StudySpec, best: Any, storage: str
         f"- [Trials ranked by {rank}]({links.view_path(eid, parent)})",
         f"- [{rank} against the sampled params]({links.view_path(eid, parent, charts=True)})",
     ]
-    if best is not None and best.user_attrs.get("mlflow_run_id"):
-        run = links.run_path(eid, best.user_attrs["mlflow_run_id"])
-        test = best.user_attrs.get("test_score")
+    if best is not None and best.user_attrs.get(TrialAttr.RUN_ID):
+        run = links.run_path(eid, best.user_attrs[TrialAttr.RUN_ID])
+        test = best.user_attrs.get(TrialAttr.TEST_SCORE)
         lines.append(
             f"- Best: trial {best.number}, [{spec.name}-t{best.number}]({run}): "
             f"{rank} {best.values[0]:.4f}" + (f", test score {test:.4f}" if test else "")
@@ -190,8 +193,8 @@ def best_metrics(best: Any, spec: StudySpec) -> dict[str, float]:
     if best is None:
         return {}
     out = {parent_metric(spec.objective.metric): float(best.values[0])}
-    if best.user_attrs.get("test_score") is not None:
-        out["best/test_score"] = float(best.user_attrs["test_score"])
+    if best.user_attrs.get(TrialAttr.TEST_SCORE) is not None:
+        out["best/test_score"] = float(best.user_attrs[TrialAttr.TEST_SCORE])
     out["best/trial"] = float(best.number)
     return out
 
@@ -202,9 +205,7 @@ def update_parent(store: Any, study: Any, spec: StudySpec, storage: str) -> None
     from experiments.runs import set_tags
     from studies.report import best_tags, best_trial
 
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    if not parent:
-        return
+    parent = read_record(study).parent_run_id
     best = best_trial(study, spec)
     tags = {**best_tags(study, spec), NOTE: parent_note(store, study, spec, best, storage)}
     set_tags(store, parent, tags)

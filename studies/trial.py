@@ -18,6 +18,7 @@ from typing import Any
 
 from reid_core.errors import ConfigError, ReidError
 from studies.pruning import PruningCallback, TrialProgress
+from studies.record import StudyRecord, TrialAttr
 from studies.spec import CategoricalParam, FloatParam, StudySpec
 from studies.study_ui import STATE
 
@@ -35,17 +36,28 @@ class TrialResult:
 
 @dataclass
 class StudyContext:
-    """What a worker needs to run trials of one study (rebuilt from the study's user attrs)."""
+    """What a worker needs to run trials of one study: the study's record, and where this
+    worker reads data, writes run folders and tracks runs (`StudyRecord.data_for`, ...)."""
 
-    spec: StudySpec
-    study_name: str
+    record: StudyRecord
     storage_label: str  # the storage URL without its password
     data_root: Path
-    checkpoints: Path
+    checkpoints: Path  # this worker's trial run folders
     store: Any  # experiments.store.Store
-    parent_run_id: str | None
     gpu: str | None = None
     bundle: Any = field(default=None, repr=False)  # the last DataBundle, reused when it fits
+
+    @property
+    def spec(self) -> StudySpec:
+        return self.record.spec
+
+    @property
+    def study_name(self) -> str:
+        return self.record.name
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.record.parent_run_id
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -81,7 +93,7 @@ def run_trial(ctx: StudyContext, trial: Any, frozen: Any) -> TrialResult:
     params = sample_params(trial, ctx.spec)
     run_dir = ctx.checkpoints / f"t{trial.number:04d}"
     predecessor = _predecessor(frozen)
-    trial.set_user_attr("run_dir", str(run_dir.resolve()))
+    trial.set_user_attr(TrialAttr.RUN_DIR, str(run_dir.resolve()))
     tags = {
         "kind": "trial",
         "optuna.study": ctx.study_name,
@@ -132,10 +144,10 @@ def _train(
     resume_from = None
     if predecessor is not None:
         tags["retry_of"] = str(predecessor["number"])
-        if predecessor.get("mlflow_run_id"):
-            kill_run(ctx.store, predecessor["mlflow_run_id"])
-        last = Path(predecessor.get("run_dir", "")) / "checkpoints" / "last.pt"
-        resume_from = last if predecessor.get("run_dir") and last.is_file() else None
+        if predecessor.get(TrialAttr.RUN_ID):
+            kill_run(ctx.store, predecessor[TrialAttr.RUN_ID])
+        last = Path(predecessor.get(TrialAttr.RUN_DIR, "")) / "checkpoints" / "last.pt"
+        resume_from = last if predecessor.get(TrialAttr.RUN_DIR) and last.is_file() else None
         if resume_from is None:  # died before its first checkpoint: starts over
             tags["resumed_from_epoch"] = "0"  # else the tracker tags the checkpoint's epoch
     pruner = PruningCallback(trial, ctx.spec.objective.metric, prune=not ctx.spec.multi_objective)
@@ -152,12 +164,12 @@ def _train(
         ctx.bundle = outcome.data
         pruned = outcome.status == "stopped" and pruner.pruned_at is not None
         if resume_from is not None:
-            trial.set_user_attr("resumed_from_epoch", outcome.resumed_from_epoch)
+            trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, outcome.resumed_from_epoch)
         if pruned:
             result = TrialResult("pruned")
         else:
             if outcome.finished:
-                trial.set_user_attr("test_score", float(outcome.result["score"]))
+                trial.set_user_attr(TrialAttr.TEST_SCORE, float(outcome.result["score"]))
             result = _values(ctx, trial, outcome, tracker, cfg)
         # the run logs `val/best_score` from the same `tracker.best` Optuna is told
         state = {"pruned": str(pruned).lower(), "optuna.state": STATE[result.state]}
@@ -176,7 +188,7 @@ def _tracker(
 
     every = ctx.spec.tracking.log_checkpoints == "all"
     note = trial_note(
-        ctx.store, ctx.study_name, ctx.parent_run_id or "", dashboard_id(trial.study),
+        ctx.store, ctx.study_name, ctx.parent_run_id, dashboard_id(trial.study),
         trial.number, ctx.storage_label,
     )  # fmt: skip
     return MlflowTracker(
@@ -244,7 +256,7 @@ def query_latency_ms(model: Any, height: int, width: int, device: Any, batch: in
 
 def _record_failure(trial: Any, reason: str) -> TrialResult:
     reason = reason.strip().splitlines()[0][:500] if reason.strip() else "unknown error"
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
     log.warning("trial %d failed: %s", trial.number, reason)
     return TrialResult("failed", reason=reason)
 

@@ -21,20 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studies import optuna_private
+from studies.record import Placement, StudyRecord, TrialAttr, mark_completed, read_record
 from studies.storage import DurableTrial, redact, retry_db, study_lock
 
 log = logging.getLogger("omnireid.study")
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerArgs:
-    """Plain, picklable arguments of one worker process."""
+    """Plain, picklable arguments of one worker process: the study, where it is and what the
+    command line placed (`placement`; what it leaves out comes from the study's record)."""
 
     study: str
-    storage: str
-    data_root: str | None = None
-    tracking_uri: str | None = None
-    checkpoints: str | None = None
+    placement: Placement
     index: int = 0
     threads: int | None = None
     gpu: str | None = None
@@ -72,22 +72,17 @@ def _redirect(path: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
 
 
-def _context(args: WorkerArgs, spec: Any, study: Any) -> Any:
+def _context(args: WorkerArgs, record: StudyRecord) -> Any:
     from experiments.store import open_store
     from studies.trial import StudyContext
 
-    attrs = study.user_attrs
-    store = open_store(args.tracking_uri or attrs.get("tracking_uri"), attrs.get("experiment"))
-    data_root = Path(args.data_root or attrs["data_root"])
-    checkpoints = Path(args.checkpoints) / args.study if args.checkpoints else None
+    place = args.placement
     return StudyContext(
-        spec=spec,
-        study_name=args.study,
-        storage_label=redact(args.storage),
-        data_root=data_root,
-        checkpoints=checkpoints or Path(attrs["checkpoints"]),
-        store=store,
-        parent_run_id=attrs.get("mlflow_parent_run_id"),
+        record=record,
+        storage_label=redact(place.storage),
+        data_root=record.data_for(place),
+        checkpoints=record.folders_for(place),
+        store=open_store(*record.tracking_for(place.tracking_uri)),
         gpu=args.gpu,
     )
 
@@ -97,8 +92,8 @@ def work(args: WorkerArgs) -> int:
     until the budget's timeout (a trial running then is finished; no new one starts)."""
     from studies.study import load
 
-    study, spec, storage = load(args.study, args.storage, worker=args.index)
-    ctx = _context(args, spec, study)
+    study, spec, storage = load(args.study, args.placement.storage, worker=args.index)
+    ctx = _context(args, read_record(study))
     me = f"{socket.gethostname()}:{os.getpid()}"
     wait = min(5.0, float(spec.storage.heartbeat_interval))
     deadline = args.deadline
@@ -114,7 +109,7 @@ def work(args: WorkerArgs) -> int:
             continue
         _run(ctx, study, storage, trial)
         update_parent(ctx.store, study, spec, ctx.storage_label)
-    retry_db(finalize, ctx.store, args.storage, study, spec)
+    retry_db(finalize, ctx.store, args.placement.storage, study, spec)
     return 0
 
 
@@ -127,7 +122,7 @@ def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]
 
     from studies.study import slots_left
 
-    with study_lock(args.storage, args.study), warnings.catch_warnings():
+    with study_lock(args.placement.storage, args.study), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # Optuna warns that heartbeats are meant for `optimize`: this loop beats itself.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
@@ -138,7 +133,7 @@ def _claim(args: WorkerArgs, study: Any, spec: Any, me: str) -> tuple[Any, bool]
         if not waiting and slots_left(study) == 0:
             return None, running
         trial = study.ask()  # the oldest WAITING trial, else a new one (claiming a slot)
-        trial.set_user_attr("worker", me)
+        trial.set_user_attr(TrialAttr.WORKER, me)
         return trial, running
 
 
@@ -154,7 +149,7 @@ def _run(ctx: Any, study: Any, storage: Any, trial: Any) -> None:
         with heartbeat(storage, trial):
             result = run_trial(ctx, DurableTrial(trial), frozen)
     except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr(TrialAttr.INTERRUPTED, True)
         study.tell(trial, state=TrialState.FAIL)
         log.info("trial %d interrupted", trial.number)
         raise
@@ -175,7 +170,7 @@ def heartbeat(storage: Any, trial: Any) -> Iterator[None]:
     if not interval:
         yield
         return
-    trial_id = trial._trial_id  # Optuna's storage key; Trial has no public accessor for it
+    trial_id = optuna_private.trial_id(trial)
     storage.record_heartbeat(trial_id)
     stop = threading.Event()
 
@@ -208,11 +203,11 @@ def keep_best_artifacts(store: Any, study: Any, spec: Any) -> None:
     from studies.report import best_trial
 
     policy, best = spec.tracking.log_checkpoints, best_trial(study, spec)
-    if policy == "all" or best is None or not best.user_attrs.get("mlflow_run_id"):
+    if policy == "all" or best is None or not best.user_attrs.get(TrialAttr.RUN_ID):
         return
-    run_dir = Path(best.user_attrs.get("run_dir", ""))
+    run_dir = Path(best.user_attrs.get(TrialAttr.RUN_DIR, ""))
     try:
-        done = log_from_folder(store, best.user_attrs["mlflow_run_id"], run_dir,
+        done = log_from_folder(store, best.user_attrs[TrialAttr.RUN_ID], run_dir,
                                checkpoint=policy == "best", model=True)  # fmt: skip
     except Exception as exc:  # the study still completes; `--promote` tries again
         log.warning("best trial %d: its model was not logged (%s)", best.number, exc)
@@ -232,16 +227,17 @@ def finalize(store: Any, storage_url: str, study: Any, spec: Any) -> bool:
     from studies.study import budget_met
 
     with study_lock(storage_url, study.study_name):
-        if study.user_attrs.get("completed"):
+        record = read_record(study)
+        if record.completed:
             return True
         active = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
         if active or not budget_met(study):
             return False
-        parent = study.user_attrs.get("mlflow_parent_run_id")
+        parent = record.parent_run_id
         keep_best_artifacts(store, study, spec)
         update_parent(store, study, spec, redact(storage_url))
-        if parent and run_status(store, parent) == "RUNNING":
+        if run_status(store, parent) == "RUNNING":
             log_files(store, parent, study_plots(study), "study")
             end_run(store, parent, "FINISHED")
-        study.set_user_attr("completed", True)
+        mark_completed(study)
         return True

@@ -84,15 +84,20 @@ def test_a_spec_key_holding_a_newline_is_one_line():
 def _claiming_study(tmp_path, n_trials: int, enqueued: int):
     import optuna
 
+    from studies.record import Placement, StudyRecord, write_record
     from studies.spec import parse_spec as parse
     from studies.workers import WorkerArgs
 
     url = f"sqlite:///{tmp_path}/studies.db"
+    spec = parse(_spec(), "s")
     study = optuna.create_study(study_name="claims", storage=url)
-    study.set_user_attr("n_trials", n_trials)
+    record = StudyRecord(
+        "claims", spec, tmp_path, tmp_path / "claims", "sqlite:///m.db", "omnireid", "p", n_trials
+    )
+    write_record(study, record)
     for _ in range(enqueued):
         study.enqueue_trial({"x": 1.0}, user_attrs={"enqueued": True})
-    return study, WorkerArgs("claims", url), parse(_spec(), "s")
+    return study, WorkerArgs("claims", Placement(url)), spec
 
 
 def test_slots_are_claimed_as_trials_start_not_up_front(tmp_path):
@@ -134,8 +139,9 @@ def test_the_budget_counts_as_before_and_an_interrupted_trial_gives_its_slot_bac
 def test_a_timeout_budget_ends_the_study_at_its_timeout(tmp_path, monkeypatch, study_root):
     """The issue's study (a huge n_trials and a short timeout, here at the new maximum) creates
     no slots up front and starts no trial after its timeout."""
+    from studies.record import Placement
     from studies.spec import load_spec
-    from studies.study import Placement, create
+    from studies.study import create
     from studies.workers import WorkerArgs, work
 
     monkeypatch.chdir(tmp_path)
@@ -146,7 +152,7 @@ def test_a_timeout_budget_ends_the_study_at_its_timeout(tmp_path, monkeypatch, s
     study = create(spec, place)
     assert len(study.trials) == 0  # nothing enqueued, nothing claimed yet
     start = time.time()
-    work(WorkerArgs(spec.name, storage, str(study_root), place.tracking_uri))
+    work(WorkerArgs(spec.name, place))
     got = trials(storage, "timed")
     assert 1 <= len(got) < 50
     assert all(t.datetime_start.timestamp() < start + 3 for t in got)  # none after the timeout

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def _place(tmp_path, root):
-    from studies.study import Placement
+    from studies.record import Placement
 
     return Placement(
         storage=f"sqlite:///{tmp_path}/studies.db",
@@ -35,7 +35,7 @@ def _run_here(spec_path, root, tmp_path):
     spec = load_spec(spec_path)
     place = _place(tmp_path, root)
     create(spec, place)
-    work(WorkerArgs(spec.name, place.storage, str(root), place.tracking_uri))
+    work(WorkerArgs(spec.name, place))
     return spec, place
 
 

@@ -21,6 +21,8 @@ def test_optuna_and_mlflow_rank_the_trials_the_same_way(tmp_path, monkeypatch, s
     import optuna
     from optuna_dashboard import get_note
 
+    from studies.optuna_private import trial_id
+
     monkeypatch.chdir(tmp_path)
     path = write_spec(tmp_path, "rank", budget={"n_trials": 3})
     _, place = _run_here(path, study_root, tmp_path)
@@ -49,7 +51,7 @@ def test_optuna_and_mlflow_rank_the_trials_the_same_way(tmp_path, monkeypatch, s
     for t in done:
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert f"trials?numbers={t.number}" in run.data.tags["mlflow.note.content"]
-        dash = get_note(optuna.trial.Trial(study, t._trial_id))
+        dash = get_note(optuna.trial.Trial(study, trial_id(t)))
         assert f"#/experiments/{exp}/runs/{run.info.run_id}?workflowType=machine_learning" in dash
     assert f"viewStateShareKey={parent.info.run_id}" in get_note(study)
 
