@@ -98,7 +98,7 @@ def _train(
     if no_track:
         outcome = train(cfg, data_root, out, resume=resume, resume_from=resume_from, data=data)
     else:
-        from experiments.tracking import MlflowTracker, open_store, sigterm_as_interrupt
+        from experiments.tracking import Logs, MlflowTracker, open_store, sigterm_as_interrupt
 
         store = open_store(tracking_uri, experiment)
         name = f"{out.name}-{preset}" if preset and preset != out.name else out.name
@@ -112,9 +112,8 @@ def _train(
             out,
             store=store,
             run_name=name,
-            model_name=model_name,
             tags=tags,
-            checkpoints=log_checkpoints or "best",
+            logs=Logs(model_name=model_name, checkpoints=log_checkpoints or "best"),
         )
         with sigterm_as_interrupt(), tracker:
             outcome = train(

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,26 @@ CHECKPOINTS = ("best", "all", "none")  # `tracking.log_checkpoints` / `--log-che
 PROFILE_FILES = ("profile.json", "profile_trace.json", "profile_trace.json.gz")
 
 
+@dataclass(frozen=True)
+class Logs:
+    """What a finished run logs besides its metrics: the pyfunc model (`log_model`, registered
+    under `model_name` unless None), checkpoints (`best`: the one test was scored with, `all`:
+    best and last, `none`), the test plots and `rank_lists` queries per set in the rank-list
+    pictures."""
+
+    model_name: str | None = DEFAULT_MODEL_NAME
+    log_model: bool = True
+    checkpoints: str = "best"
+    plots: bool = True
+    rank_lists: int = 5
+
+
 class MlflowTracker(Callback):
     """Logs one training run to MLflow (see the module docstring).
 
     The run opens at `on_train_start`; `finish(outcome)` ends it: for a finished run it logs
-    the best-on-val metrics, plots, checkpoint (`checkpoints`: best = the one test was scored
-    with, all = best and last, none) and pyfunc model (`log_model`; registered under
-    `model_name` unless None), for a stopped one only why it stopped. `objective` is the metric
+    the best-on-val metrics and what `logs` asks for (plots, checkpoints, pyfunc model), for a
+    stopped one only why it stopped. `objective` is the metric
     a study optimises: logged every validation and, at the end, in its best form
     (`headline.best_name`). Use it as a context manager around `experiments.run.train` and
     `finish`, so a crash anywhere still ends the run FAILED (KILLED when interrupted).
@@ -72,16 +86,12 @@ class MlflowTracker(Callback):
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
-        model_name: str | None = DEFAULT_MODEL_NAME,
-        log_model: bool = True,
-        checkpoints: str = "best",
+        logs: Logs = Logs(),
         objective: str = "val/score",
-        plots: bool = True,
-        rank_lists: int = 5,
         on_start: Callable[[str], None] | None = None,
     ) -> None:
-        if checkpoints not in CHECKPOINTS:
-            raise ValueError(f"checkpoints={checkpoints!r}: one of {', '.join(CHECKPOINTS)}")
+        if logs.checkpoints not in CHECKPOINTS:
+            raise ValueError(f"checkpoints={logs.checkpoints!r}: one of {', '.join(CHECKPOINTS)}")
         self.cfg = cfg
         self.data_root = Path(data_root)
         self.paths = RunPaths(Path(out))
@@ -89,12 +99,12 @@ class MlflowTracker(Callback):
         self.run_name = run_name or self.paths.out.name
         self.extra_tags = dict(tags or {})
         self.parent_run_id = parent_run_id
-        self.model_name = model_name
-        self.log_model = log_model
-        self.checkpoints = checkpoints
+        self.model_name = logs.model_name
+        self.log_model = logs.log_model
+        self.checkpoints = logs.checkpoints
+        self.plots = logs.plots
+        self.rank_lists = logs.rank_lists  # queries per set in plots/ranklist_<set>.png
         self.objective = objective
-        self.plots = plots
-        self.rank_lists = rank_lists  # queries per set in plots/ranklist_<set>.png
         self.on_start = on_start  # told the run id as soon as the run exists
         self.run_id: str | None = None  # while the run is open
         self.logged_run_id: str | None = None

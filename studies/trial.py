@@ -183,7 +183,7 @@ def _tracker(
     """The trial's MLflow run: nested under the study's, described with its links; its
     checkpoint and model per `tracking.log_checkpoints` (best: the best trial's are logged
     when the study completes, `workers.finalize`)."""
-    from experiments.tracking import MlflowTracker
+    from experiments.tracking import Logs, MlflowTracker
     from studies.study_ui import NOTE, dashboard_id, mark_trial, trial_note
 
     every = ctx.spec.tracking.log_checkpoints == "all"
@@ -199,9 +199,8 @@ def _tracker(
         run_name=name,
         tags={**tags, NOTE: note},
         parent_run_id=ctx.parent_run_id,
-        model_name=None,  # `reid study best --promote` registers the winner only
-        log_model=every,
-        checkpoints="best" if every else "none",
+        # `reid study best --promote` registers the winner only
+        logs=Logs(model_name=None, log_model=every, checkpoints="best" if every else "none"),
         objective=ctx.spec.objective.metric,
         on_start=lambda run_id: mark_trial(trial, ctx.store, run_id, name),
     )

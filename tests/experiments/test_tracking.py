@@ -123,12 +123,12 @@ class _FakeClient:
 
 
 def _tracker(tmp_path, micro_cfg, exp_root, evaluates=False):
-    from experiments.tracking import MlflowTracker, Store
+    from experiments.tracking import Logs, MlflowTracker, Store
 
     client = _FakeClient()  # no store: a recording fake client
     tracker = MlflowTracker(
         micro_cfg, exp_root, tmp_path, store=Store("fake", "0", client), run_name="t",
-        model_name=None, log_model=False, plots=False,
+        logs=Logs(model_name=None, log_model=False, plots=False),
     )  # fmt: skip
     trainer = SimpleNamespace(
         device="cpu",
