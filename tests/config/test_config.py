@@ -126,3 +126,28 @@ def test_data_cache_off_survives_yaml_booleans():
     # YAML 1.1 reads a bare `off` as False
     assert load_config(preset="micro", overrides=["data.cache=off"]).data.cache == "off"
     assert load_config(preset="micro", overrides=["data.cache=auto"]).data.cache == "auto"
+
+
+def test_the_config_stays_small_and_each_key_says_what_it_is_in_one_line():
+    """Issue 20's bound: at most 85 leaf keys, every field described in one short line."""
+    import typing
+
+    from reid_core.config import flatten, load_config
+    from reid_core.config.schema import ReidConfig
+
+    assert len(flatten(load_config())) <= 85
+    descriptions = []
+
+    def walk(model):
+        for name, field in model.model_fields.items():
+            kinds = [field.annotation, *typing.get_args(field.annotation)]
+            sections = [k for k in kinds if isinstance(k, type) and hasattr(k, "model_fields")]
+            if sections:
+                walk(sections[0])
+            else:
+                descriptions.append((name, field.description or ""))
+
+    walk(ReidConfig)
+    assert len(descriptions) >= 60  # the walk reached the leaves
+    bad = [(n, d) for n, d in descriptions if not d or "\n" in d or len(d) > 160]
+    assert not bad, bad
