@@ -70,11 +70,21 @@ class TrialView:
                 f"trial {t.number} {t.state.name.lower()}"
                 + (f" epoch {epoch}" if epoch else "")
                 + (f" {self.spec.objective.metric}={_fmt(key[1])}" if key[1] is not None else "")
+                + self._value(t)
                 + (f" (best {_fmt(best)})" if best is not None else "")
                 + (f" [{_params(t.params)}]" if t.params else "")
                 + (f": {reason}" if reason else "")
             )
             print(line, file=sys.stdout, flush=True)
+
+    def _value(self, trial: Any) -> str:
+        """A complete trial's value, what Optuna ranks (its objective at the best-on-val epoch,
+        the run's `val/best_*` in MLflow), beside the latest score."""
+        if trial.state.name != "COMPLETE" or not trial.values:
+            return ""
+        from experiments.headline import best_name
+
+        return f" {best_name(self.spec.objective.metric)}={_fmt(trial.values[0])}"
 
     def _best(self, trials: list[Any]) -> float | None:
         done = [t.values[0] for t in trials if t.state.name == "COMPLETE" and t.values]
