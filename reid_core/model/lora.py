@@ -11,8 +11,9 @@ adapter group is every adapter that shares one GEMM (q, k and v share `in_proj_w
 and c_proj have one each). Its adapters are stored stacked (`LoraGroup`), so the update of a mixed
 batch is two skinny GEMMs whatever the number of modalities: `u = x A^T` for every modality's A at
 once, `u` masked to the columns of the row's own modality (`Route`), then `u B^T` with the B of
-each target placed at the rows it owns. The extra work is the down-projection for the other
-modalities' columns: `M x rank` columns next to the weight's `out`, a few percent of the GEMM.
+each target placed at the rows it owns. The extra work is the other modalities' columns of both
+skinny GEMMs (`M x rank` next to the weight's `in` and `out`): a few percent of a ViT-B/16 GEMM,
+~15 % of a width-128 `cpu-tiny` step at one thread (docs/BENCHMARKS.md, "Training throughput").
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from reid_core.errors import ReidError
 from reid_core.modality import Modality
 
 TARGETS: tuple[str, ...] = ("q", "k", "v", "out", "c_fc", "c_proj")
-# The GEMM each target adapts, and which third of a packed in_proj_weight it owns.
+# The GEMM each target adapts (q, k and v own the thirds of the packed in_proj_weight, in order).
 GROUP_OF = {"q": "qkv", "k": "qkv", "v": "qkv", "out": "out", "c_fc": "c_fc", "c_proj": "c_proj"}
-_QKV_ROW = {"q": 0, "k": 1, "v": 2}
 
 
 class Route:
@@ -82,7 +82,7 @@ class LoraGroup(nn.Module):
     ) -> None:
         super().__init__()
         self.targets = tuple(targets)
-        self.modalities, self.rank, self.out_f = modalities, rank, out_f
+        self.modalities, self.rank = modalities, rank
         packed = GROUP_OF[self.targets[0]] == "qkv"
         self.single = len(self.targets) == 1 and not packed
         n, m = len(self.targets), modalities
