@@ -48,6 +48,25 @@ def _direction(
     return (kl * used).sum(dim=-1) / used.sum(dim=-1).clamp_min(1)
 
 
+def _both_directions(
+    cos: torch.Tensor,
+    positives: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    temperature: float,
+    margin: float,
+    smoothing: float,
+) -> torch.Tensor:
+    """R->X plus X->R from the cosines `[..., N, M]`: the margin off the positive pairs, the
+    temperature, then each direction over its valid rows and columns."""
+    if margin:
+        cos = cos - margin * positives
+    logits = cos / temperature
+    r2x = _direction(logits, positives, rows, cols, smoothing)
+    x2r = _direction(logits.transpose(-1, -2), positives.transpose(-1, -2), cols, rows, smoothing)
+    return r2x + x2r
+
+
 def sdm_terms(
     anchors: torch.Tensor,
     queries: torch.Tensor,
@@ -68,14 +87,7 @@ def sdm_terms(
     same = labels[:, None] == labels[None, :]  # [B, B]
     pair = anchor_rows[:, :, None] & query_rows[:, None, :]  # [T, B, B]
     positives = (same & pair).float()
-    if margin:
-        cos = cos - margin * positives
-    logits = cos / temperature
-    r2x = _direction(logits, positives, anchor_rows, query_rows, smoothing)
-    x2r = _direction(
-        logits.transpose(1, 2), positives.transpose(1, 2), query_rows, anchor_rows, smoothing
-    )
-    return r2x + x2r
+    return _both_directions(cos, positives, anchor_rows, query_rows, temperature, margin, smoothing)
 
 
 def sdm_loss(
@@ -95,11 +107,6 @@ def sdm_loss(
     """
     cos = F.normalize(rgb.float(), dim=1) @ F.normalize(other.float(), dim=1).t()  # [N, M]
     positives = (rgb_ids[:, None] == other_ids[None, :]).float()
-    if margin:
-        cos = cos - margin * positives
-    logits = cos / temperature
     rows = torch.ones(cos.shape[0], dtype=torch.bool, device=cos.device)
     cols = torch.ones(cos.shape[1], dtype=torch.bool, device=cos.device)
-    r2x = _direction(logits, positives, rows, cols, smoothing)
-    x2r = _direction(logits.t(), positives.t(), cols, rows, smoothing)
-    return r2x + x2r
+    return _both_directions(cos, positives, rows, cols, temperature, margin, smoothing)
