@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -116,13 +117,21 @@ class HostAugment:
         return np.ascontiguousarray(image), erase
 
 
+@functools.cache
+def _mean_std(modality: Modality, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The modality's normalisation `[1, C, 1, 1]` on `device`, made once: on CUDA a tensor
+    built from Python numbers is a copy that waits for the GPU's queue, once per step here."""
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1).to(device) for v in modality.mean_std)
+    return mean, std
+
+
 def finish_batch(
     images: torch.Tensor, erase: torch.Tensor | None, modality: Modality
 ) -> torch.Tensor:
     """`[N, C, H, W]` uint8 on the training device -> the normalised float batch, randomly
     erased where `erase` `[N, 5]` says: what ToTensor, Normalize and RandomErasing(value=0) do
     to each image, for the whole batch at once."""
-    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in modality.mean_std)
+    mean, std = _mean_std(modality, images.device)
     x = (images.float() / 255 - mean) / std
     if erase is None:
         return x

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -14,10 +16,16 @@ COLOUR_MODALITIES = (Modality.VIS, Modality.CP, Modality.TEXT)
 _COLOUR_COLUMNS = tuple(m.column in {c.column for c in COLOUR_MODALITIES} for m in Modality)
 
 
+@functools.cache
+def _colour_columns(device: torch.device) -> torch.Tensor:
+    """The colour columns on `device`, made once (on CUDA, a tensor built from Python values is
+    a copy that waits for the GPU's queue)."""
+    return torch.tensor(_COLOUR_COLUMNS).to(device)
+
+
 def colourless_rows(mask: torch.Tensor) -> torch.Tensor:
     """`[batch, modalities]` mask -> `[batch]`: rows holding no modality that sees colour."""
-    colour = torch.tensor(_COLOUR_COLUMNS, device=mask.device)
-    return ~(mask & colour).any(dim=1)
+    return ~(mask & _colour_columns(mask.device)).any(dim=1)
 
 
 class BNNeckHead(nn.Module):

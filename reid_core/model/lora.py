@@ -55,7 +55,10 @@ class Route:
         for position, n in sizes:
             onehot[start : start + n, position] = True
             start += n
-        return cls(torch.from_numpy(onehot).to(device, non_blocking=True), tokens)
+        host = torch.from_numpy(onehot)
+        if torch.device(device).type == "cuda":  # pinned: the copy does not wait for the GPU
+            host = host.pin_memory()
+        return cls(host.to(device, non_blocking=True), tokens)
 
     def columns(self, targets: int, rank: int, scale: float, dtype: torch.dtype) -> torch.Tensor:
         """`[N * tokens, targets * M * rank]`, columns ordered (target, modality, rank): the

@@ -8,6 +8,8 @@ grey pass of each gallery image (`grey_image`: its luma). docs/MODALITIES.md giv
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from reid_core.modality import CLIP_MEAN, CLIP_STD
@@ -15,24 +17,33 @@ from reid_core.modality import CLIP_MEAN, CLIP_STD
 _LUMA = (0.299, 0.587, 0.114)
 
 
+@functools.cache
+def _constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """CLIP's mean and std and the luma weights, `[1, 3, 1, 1]` on `device`: made once, since
+    a tensor built from Python numbers on a CUDA device is a host-to-device copy that waits for
+    the GPU's queue, which the training step must not do."""
+    return tuple(
+        torch.tensor(v, dtype=dtype).view(1, 3, 1, 1).to(device)
+        for v in (CLIP_MEAN, CLIP_STD, _LUMA)
+    )
+
+
 def _pixels(x: torch.Tensor) -> torch.Tensor:
     """CLIP-normalised RGB `[batch, 3, H, W]` -> its pixels in [0, 1]."""
-    mean = x.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean, std, _ = _constants(x.device, x.dtype)
     return x * std + mean
 
 
 def _normalise(grey: torch.Tensor) -> torch.Tensor:
     """Grey `[batch, 1, H, W]` in [0, 1] -> a CLIP-normalised 3-channel image."""
-    mean = grey.new_tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = grey.new_tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean, std, _ = _constants(grey.device, grey.dtype)
     return (grey - mean) / std  # broadcast to [batch, 3, H, W]
 
 
 def grey_image(x: torch.Tensor) -> torch.Tensor:
     """Each CLIP-normalised RGB image `[batch, 3, H, W]` as its luma, 3 channels, CLIP-normalised:
     what an infrared camera keeps of a photo."""
-    luma = (_pixels(x) * x.new_tensor(_LUMA).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    luma = (_pixels(x) * _constants(x.device, x.dtype)[2]).sum(1, keepdim=True)
     return _normalise(luma).to(x.dtype)
 
 

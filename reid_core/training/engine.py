@@ -281,7 +281,10 @@ class Trainer:
         self.scaler.update()
         self.state.step += 1
         names, values = parts.log_values()
-        extra = torch.stack([grad_norm.float(), values.new_tensor(parts.sdm_weight)])
+        # torch.full, not new_tensor: a tensor of a Python number copied to a CUDA device waits
+        # for the GPU's queue; a fill kernel takes the number as an argument
+        weight = torch.full((), parts.sdm_weight, dtype=values.dtype, device=values.device)
+        extra = torch.stack([grad_norm.float(), weight])
         return [*names, "grad_norm", "sdm_weight"], torch.cat([values, extra])
 
     def _count_bad(self, batch: Any) -> None:
