@@ -181,6 +181,9 @@ def worker_cmd(name: str, storage: str, data_root, tracking_uri, checkpoints, in
         if devices:
             _work_on_gpus(args, devices)
         else:
+            from studies import interrupt
+
+            interrupt.install()
             work(args)
     click.echo(f"worker done: study {name}")
 

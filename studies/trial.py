@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reid_core.errors import ConfigError, ReidError
+from studies.interrupt import StopCheck
 from studies.pruning import PruningCallback, TrialProgress
 from studies.record import StudyRecord, TrialAttr
 from studies.spec import CategoricalParam, FloatParam, StudySpec
@@ -159,7 +160,7 @@ def _train(
             run_dir,
             resume_from=resume_from,
             data=ctx.bundle,
-            callbacks=[tracker, pruner, TrialProgress(trial)],
+            callbacks=[tracker, pruner, TrialProgress(trial), StopCheck()],
         )
         ctx.bundle = outcome.data
         pruned = outcome.status == "stopped" and pruner.pruned_at is not None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies import optuna_private
+from studies import interrupt, optuna_private
 from studies.record import Placement, StudyRecord, TrialAttr, mark_completed, read_record
 from studies.storage import DurableTrial, redact, retry_db, study_lock
 
@@ -52,6 +52,7 @@ def worker_main(args: WorkerArgs) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    interrupt.install()
     try:
         return work(args)
     except KeyboardInterrupt:
@@ -100,6 +101,7 @@ def work(args: WorkerArgs) -> int:
     if deadline is None and spec.budget.timeout is not None:  # `reid study worker`
         deadline = time.time() + spec.budget.timeout
     while deadline is None or time.time() < deadline:
+        interrupt.check()  # a SIGINT whose KeyboardInterrupt was lost: no new trial
         trial, others_running = retry_db(_claim, args, study, spec, me)
         if trial is None:
             if not others_running:
